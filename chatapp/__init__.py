@@ -1,0 +1,51 @@
+"""chatapp: a self-hostable AI chat web app (Quart + HTMX + SSE, PostgreSQL, Redis, S3)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from quart import Quart
+
+from . import cache, cli, config, csrf, db, errors, security, sessions, templating
+from .config import ROOT
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Quart:
+    """Build the app: settings from the environment, then overrides, then each part's init_app."""
+    app = Quart(
+        __name__,
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+        instance_path=None,
+    )
+    settings = config.load()
+    settings.update(overrides or {})
+    app.config.update(settings)
+    instance_dir = Path(app.config["CHATAPP_INSTANCE_DIR"])
+    app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or config.ensure_secret_key(instance_dir)
+    app.config["MAX_CONTENT_LENGTH"] = app.config["CHATAPP_MAX_BODY_BYTES"]
+    # Browsers cache versioned assets for a year; templates add ?v= content hashes.
+    app.config.setdefault("SEND_FILE_MAX_AGE_DEFAULT", 3600)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    db.init_app(app)
+    cache.init_app(app)
+    sessions.init_app(app)
+    csrf.init_app(app)
+    security.init_app(app)
+    templating.init_app(app)
+    errors.init_app(app)
+    cli.init_app(app)
+    _register_parts(app)
+    return app
+
+
+def _register_parts(app: Quart) -> None:
+    """Blueprints and the streaming machinery (imported here to keep start-up order obvious)."""
+    from . import generation
+    from .views import auth, health, messages, threads
+
+    generation.init_app(app)
+    for blueprint in (health.bp, auth.bp, threads.bp, messages.bp):
+        app.register_blueprint(blueprint)

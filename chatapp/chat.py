@@ -1,0 +1,129 @@
+"""The chat service used by the views: validation, limits, starting exchanges, loading branches."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+from markupsafe import Markup
+from quart import abort, current_app
+from werkzeug.exceptions import TooManyRequests
+
+from . import llm, ratelimit, render
+from .models import app_settings, messages, threads
+from .models.messages import Message
+
+
+@dataclass
+class BranchItem:
+    """A message of the visible branch with its rendered body."""
+
+    message: Message
+    html: Markup
+
+
+def check_content(content: str) -> str:
+    """Abort 400 for a blank message and 413 for one over the length limit."""
+    if not content or not content.strip():
+        abort(400, "Type a message first.")
+    limit = current_app.config["CHATAPP_MAX_MESSAGE_CHARS"]
+    if len(content) > limit:
+        abort(413, f"Messages can be at most {limit:,} characters; this one has {len(content):,}.")
+    return content
+
+
+async def check_rate_limits(user_id: uuid.UUID) -> None:
+    """Abort 429 (before any model call) when the user sends too fast or runs too many answers."""
+    runtime = await app_settings.effective(current_app)
+    concurrent = int(runtime["CHATAPP_MAX_CONCURRENT_GENERATIONS"])
+    async with current_app.db.acquire() as conn:
+        running = await messages.count_streaming_for_user(conn, user_id)
+    if running >= concurrent:
+        _too_many(f"You already have {running} answers in progress. Wait for one to finish or stop it.", 5)
+    per_minute = int(runtime["CHATAPP_RATE_LIMIT_PER_MINUTE"])
+    allowed, retry_after = await ratelimit.hit("send", str(user_id), per_minute, 60)
+    if not allowed:
+        _too_many(f"You can send {per_minute} messages a minute. Try again in {retry_after} s.", retry_after)
+
+
+def _too_many(message: str, retry_after: int) -> None:
+    error = TooManyRequests(message)
+    error.retry_after = retry_after
+    raise error
+
+
+async def available_models() -> list[str]:
+    """Models users may pick: the configured list, else the provider's (cached)."""
+    runtime = await app_settings.effective(current_app)
+    configured = list(runtime["CHATAPP_MODELS"] or [])
+    if configured:
+        return configured
+    listed = await llm.list_models(current_app)
+    default = runtime["CHATAPP_DEFAULT_MODEL"]
+    return listed or [default]
+
+
+async def choose_model(requested: str | None) -> str:
+    """The requested model when it is offered, else the default."""
+    runtime = await app_settings.effective(current_app)
+    if requested:
+        if requested in await available_models():
+            return requested
+        abort(400, "That model is not available.")
+    return runtime["CHATAPP_DEFAULT_MODEL"]
+
+
+async def start_exchange(
+    conn: asyncpg.Connection, thread: threads.Thread, content: str, *, parent_id: uuid.UUID | None
+) -> tuple[Message, Message]:
+    """Insert a user message and its streaming answer and make them the current branch.
+
+    Call inside a transaction and start the generation only after it commits, so the
+    acknowledged message is in PostgreSQL before the model is called.
+    """
+    user_message = await messages.insert_message(conn, thread.id, parent_id, "user", content)
+    answer = await start_answer(conn, thread, user_message.id)
+    return user_message, answer
+
+
+async def start_answer(conn: asyncpg.Connection, thread: threads.Thread, parent_id: uuid.UUID) -> Message:
+    """Insert a streaming assistant message under a user message and make it current."""
+    answer = await messages.insert_message(
+        conn, thread.id, parent_id, "assistant", "", status="streaming", model=thread.model
+    )
+    await threads.update_leaf(conn, thread.id, answer.id)
+    return answer
+
+
+def fragment_key(message_id: uuid.UUID) -> str:
+    """Redis key of a finished message's rendered HTML."""
+    return current_app.redis.key("frag", render.RENDERER_VERSION, message_id)
+
+
+async def render_messages(items: list[Message]) -> list[BranchItem]:
+    """Rendered bodies: cached HTML via one MGET, misses rendered and stored."""
+    finished = [m for m in items if m.role == "assistant" and not m.streaming]
+    cached = await current_app.redis.get_fragments([fragment_key(m.id) for m in finished])
+    by_id = {m.id: value.decode() for m, value in zip(finished, cached) if value is not None}
+    misses: dict[str, str] = {}
+    result = []
+    for message in items:
+        if message.role != "assistant":
+            html = ""  # user text is shown escaped by the template
+        elif message.streaming:
+            html = ""  # the stream fills it in
+        elif message.id in by_id:
+            html = by_id[message.id]
+        else:
+            html = render.render_markdown(message.content)
+            misses[fragment_key(message.id)] = html
+        result.append(BranchItem(message, Markup(html)))
+    await current_app.redis.set_fragments(misses)
+    return result
+
+
+async def load_branch(thread: threads.Thread) -> list[BranchItem]:
+    """The thread's visible branch, rendered."""
+    async with current_app.db.acquire() as conn:
+        branch = await messages.select_branch(conn, thread.id, thread.current_leaf_id)
+    return await render_messages(branch)

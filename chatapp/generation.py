@@ -1,0 +1,233 @@
+"""Runs each answer in the background: model deltas -> Redis Stream -> PostgreSQL once at the end.
+
+The Redis Stream `gen:<message_id>` holds the answer's text as it arrives so any instance can
+replay and tail it; a lease key shows the generating instance is alive; a stop flag (plus a
+pub/sub nudge) stops it from any instance. The final text, status and usage are written to
+PostgreSQL in one UPDATE; only then is the `done` entry appended.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+from quart import Quart
+from redis.exceptions import RedisError
+
+from . import llm, prompt, titles
+from .models import messages, threads
+
+log = logging.getLogger(__name__)
+
+COALESCE_SECONDS = 0.02  # deltas closer together than this share one stream entry
+STREAM_TTL_SECONDS = 3600  # finished streams linger for readers that reconnect late
+
+
+@dataclass
+class Running:
+    """One generation running in this process."""
+
+    message_id: uuid.UUID
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    text: list[str] = field(default_factory=list)
+
+
+def stream_key(app: Quart, message_id: uuid.UUID | str) -> str:
+    """The Redis Stream of one answer."""
+    return app.redis.key("gen", message_id)
+
+
+def lease_key(app: Quart, message_id: uuid.UUID | str) -> str:
+    """The lease that shows an answer's instance is alive."""
+    return app.redis.key("lease", message_id)
+
+
+def stop_key(app: Quart, message_id: uuid.UUID | str) -> str:
+    """The flag that asks an answer to stop."""
+    return app.redis.key("stop", message_id)
+
+
+def spawn(app: Quart, message_id: uuid.UUID) -> None:
+    """Start generating an answer in the background (never inside the request)."""
+    running = Running(message_id)
+    app.extensions["generations"][message_id] = running
+    app.add_background_task(_run, app, running)
+
+
+async def request_stop(app: Quart, message_id: uuid.UUID) -> None:
+    """Ask the generating instance, wherever it is, to stop this answer."""
+    redis = app.redis.fast
+    await redis.set(stop_key(app, message_id), b"1", ex=STREAM_TTL_SECONDS)
+    await redis.publish(app.redis.key("stop-channel"), str(message_id).encode())
+    local = app.extensions["generations"].get(message_id)
+    if local is not None:
+        local.stop.set()
+
+
+class _StreamWriter:
+    """Appends deltas to the Redis Stream, coalescing bursts; Redis trouble never stops the answer."""
+
+    def __init__(self, app: Quart, message_id: uuid.UUID) -> None:
+        self.app, self.key = app, stream_key(app, message_id)
+        self.pending: list[str] = []
+        self.ready = asyncio.Event()
+        self.closed = False
+        self.task = asyncio.create_task(self._loop())
+
+    def add(self, text: str) -> None:
+        self.pending.append(text)
+        self.ready.set()
+
+    async def _loop(self) -> None:
+        while True:
+            await self.ready.wait()
+            self.ready.clear()
+            if self.pending:
+                chunk, self.pending = "".join(self.pending), []
+                try:
+                    await self.app.redis.fast.xadd(self.key, {b"t": chunk.encode()})
+                except (RedisError, OSError) as exc:
+                    log.warning("could not append to %s: %s", self.key, exc)
+            if self.closed and not self.pending:
+                return
+            await asyncio.sleep(COALESCE_SECONDS)
+
+    async def close(self) -> None:
+        """Flush what is pending and stop."""
+        self.closed = True
+        self.ready.set()
+        await self.task
+
+
+async def _keep_lease(app: Quart, running: Running) -> None:
+    """Refresh the lease while the answer runs; also notice a stop flag set anywhere."""
+    seconds = app.config["CHATAPP_LEASE_SECONDS"]
+    redis = app.redis.fast
+    while True:
+        try:
+            await redis.set(lease_key(app, running.message_id), b"1", ex=seconds)
+            if await redis.exists(stop_key(app, running.message_id)):
+                running.stop.set()
+        except (RedisError, OSError) as exc:
+            log.warning("lease refresh failed for %s: %s", running.message_id, exc)
+        await asyncio.sleep(max(0.2, seconds / 3))
+
+
+async def _consume(stream: llm.ReplyStream, running: Running, writer: _StreamWriter) -> None:
+    async for delta in stream:
+        running.text.append(delta)
+        writer.add(delta)
+
+
+async def _run(app: Quart, running: Running) -> None:
+    """Generate one answer from start to final status."""
+    started = time.monotonic()
+    message_id = running.message_id
+    outcome: dict = {"status": "error", "error": "The answer could not be generated."}
+    writer = _StreamWriter(app, message_id)
+    lease = asyncio.create_task(_keep_lease(app, running))
+    stream = None
+    model = None
+    consume = None
+    try:
+        async with app.db.acquire() as conn:
+            answer, thread, history = await prompt.load_for_answer(conn, message_id)
+        model = thread.model or app.config["CHATAPP_DEFAULT_MODEL"]
+        client = app.extensions.get("llm")
+        if client is None:
+            outcome = {"status": "error", "error": llm.NOT_CONFIGURED}
+            return
+        budget = app.config["CHATAPP_CONTEXT_TOKENS"]
+        stream = llm.stream_reply(app, client, prompt.build(thread, history, budget), model,
+                                  prompt.sampling_params(thread))
+        consume = asyncio.create_task(_consume(stream, running, writer))
+        stopper = asyncio.create_task(running.stop.wait())
+        await asyncio.wait({consume, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        if not consume.done():
+            consume.cancel()  # closes the upstream response so the provider stops too
+            await asyncio.gather(consume, return_exceptions=True)
+            outcome = {"status": "stopped"}
+        else:
+            error = consume.exception()
+            if error is not None:
+                log.info("answer %s failed: %r", message_id, error)
+                status = "interrupted" if running.text else "error"
+                outcome = {"status": status, "error": llm.describe_error(error)}
+            elif stream.finish_reason is None:
+                # A stream that ends without finish_reason was cut off: never call it complete.
+                outcome = {"status": "interrupted", "error": "The model server ended the answer early."}
+            else:
+                outcome = {"status": "complete", "finish_reason": stream.finish_reason}
+    except asyncio.CancelledError:
+        # Shutdown (SIGTERM) cancels background tasks: keep the partial text as interrupted.
+        outcome = {"status": "interrupted", "error": "The server restarted while answering."}
+    except Exception as exc:  # the database or something unexpected: record it, never hang
+        log.exception("generation %s crashed", message_id)
+        outcome = {"status": "interrupted" if running.text else "error", "error": llm.describe_error(exc)}
+    finally:
+        lease.cancel()
+        if consume is not None and not consume.done():
+            consume.cancel()
+            await asyncio.gather(consume, return_exceptions=True)
+        await _finish(app, running, writer, stream, model, outcome, started)
+
+
+async def _finish(app: Quart, running: Running, writer: _StreamWriter, stream, model, outcome, started) -> None:
+    """Persist the final state (one UPDATE), then tell readers with a `done` entry."""
+    message_id = running.message_id
+    text = "".join(running.text)
+    usage = stream.usage if stream is not None else None
+    try:
+        await asyncio.shield(writer.close())
+        async with app.db.acquire() as conn:
+            won = await messages.finish_message(
+                conn, message_id, content=text, status=outcome["status"], model=model,
+                prompt_tokens=usage.prompt_tokens if usage else None,
+                completion_tokens=usage.completion_tokens if usage else None,
+                usage_estimated=bool(usage and usage.estimated),
+                finish_reason=outcome.get("finish_reason"),
+                duration_ms=int((time.monotonic() - started) * 1000), error=outcome.get("error"),
+            )
+            if won and outcome["status"] == "complete":
+                await titles.maybe_title(app, conn, message_id, text)
+        await publish_done(app, message_id, outcome["status"])
+    except Exception:
+        log.exception("could not record the end of answer %s; the reaper will", message_id)
+    finally:
+        app.extensions["generations"].pop(message_id, None)
+        try:
+            await app.redis.fast.delete(lease_key(app, message_id))
+        except (RedisError, OSError):
+            pass
+
+
+async def publish_done(app: Quart, message_id: uuid.UUID, status: str) -> None:
+    """Append the final `done` entry and let the stream expire later."""
+    key = stream_key(app, message_id)
+    async with app.redis.fast.pipeline(transaction=True) as pipe:
+        pipe.xadd(key, {b"done": status.encode()})
+        pipe.expire(key, STREAM_TTL_SECONDS)
+        await pipe.execute()
+
+
+def init_app(app: Quart) -> None:
+    """Create the model client and start the stop listener and the reaper with the app."""
+    from . import reaper
+
+    app.extensions["generations"] = {}
+    app.config.setdefault("BACKGROUND_TASK_SHUTDOWN_TIMEOUT", 5)
+
+    @app.before_serving
+    async def _start() -> None:
+        app.extensions["llm"] = llm.make_client(app)
+        app.add_background_task(reaper.listen_for_stops, app)
+        app.add_background_task(reaper.reap_forever, app)
+
+    @app.after_serving
+    async def _stop() -> None:
+        client = app.extensions.pop("llm", None)
+        if client is not None:
+            await client.close()

@@ -1,0 +1,183 @@
+"""The model client: openai.AsyncOpenAI against OpenAI or any OpenAI-compatible server."""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+import httpx2
+import openai
+from quart import Quart
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+NOT_CONFIGURED = (
+    "No model is configured. Set OPENAI_API_KEY (for OpenAI) or OPENAI_BASE_URL (for an "
+    "OpenAI-compatible server such as Ollama, vLLM, llama.cpp or LM Studio, e.g. "
+    "OPENAI_BASE_URL=http://127.0.0.1:11434/v1) and restart chatapp."
+)
+MODELS_CACHE_SECONDS = 300
+# Errors worth another try, but only before the first token: a started answer is never resent.
+RETRYABLE = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
+
+
+class ModelError(Exception):
+    """The model call failed; the message is fit to show the user."""
+
+
+@dataclass
+class Usage:
+    """Token counts of one answer; estimated when the server sent none."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    estimated: bool
+
+
+def configured(app: Quart) -> bool:
+    """True when a provider is configured (an API key or a base URL)."""
+    return bool(app.config.get("OPENAI_API_KEY") or app.config.get("OPENAI_BASE_URL"))
+
+
+def make_client(app: Quart) -> openai.AsyncOpenAI | None:
+    """Build the shared client (None without a provider): own http client, no SDK retries."""
+    if not configured(app):
+        return None
+    timeout = httpx2.Timeout(
+        connect=app.config["CHATAPP_MODEL_CONNECT_TIMEOUT"],
+        read=app.config["CHATAPP_MODEL_READ_TIMEOUT"],
+        write=30.0,
+        pool=10.0,
+    )
+    http_client = httpx2.AsyncClient(
+        timeout=timeout, follow_redirects=False,
+        limits=httpx2.Limits(max_connections=1000, max_keepalive_connections=100),
+    )
+    return openai.AsyncOpenAI(
+        # Local servers ignore the key, but the SDK refuses to start without one.
+        api_key=app.config.get("OPENAI_API_KEY") or "not-needed",
+        base_url=app.config.get("OPENAI_BASE_URL") or None,
+        http_client=http_client,
+        max_retries=0,
+    )
+
+
+def estimate_tokens(text: str) -> int:
+    """A rough token count (about four characters a token) for servers that send no usage."""
+    return max(1, (len(text) + 3) // 4) if text else 0
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short, user-facing description of a model failure."""
+    if isinstance(exc, openai.AuthenticationError):
+        return "The model provider rejected the API key (check OPENAI_API_KEY)."
+    if isinstance(exc, openai.NotFoundError):
+        return "The model provider does not know this model."
+    if isinstance(exc, openai.RateLimitError):
+        return "The model provider is rate-limiting requests. Try again in a moment."
+    if isinstance(exc, openai.APITimeoutError):
+        return "The model took too long to answer."
+    if isinstance(exc, openai.APIConnectionError):
+        return "Could not reach the model server."
+    if isinstance(exc, openai.APIStatusError):
+        return f"The model server answered with an error ({exc.status_code})."
+    if isinstance(exc, openai.APIError):
+        return f"The model server reported an error: {getattr(exc, 'message', exc)}"[:300]
+    return "The model call failed."
+
+
+class ReplyStream:
+    """Async iterator of text deltas; finish_reason and usage are read after it ends."""
+
+    def __init__(self, client: openai.AsyncOpenAI, messages: list[dict], model: str,
+                 params: dict[str, Any], retries: int) -> None:
+        self.client, self.messages, self.model = client, messages, model
+        self.params, self.retries = params, retries
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None
+        self.text_parts: list[str] = []
+        self._stream: Any = None
+
+    async def _open(self) -> Any:
+        for attempt in range(self.retries + 1):
+            try:
+                return await self.client.chat.completions.create(
+                    model=self.model, messages=self.messages, stream=True,
+                    stream_options={"include_usage": True}, **self.params,
+                )
+            except RETRYABLE as exc:
+                if attempt == self.retries:
+                    raise
+                delay = min(4.0, 0.25 * 2 ** attempt)
+                log.info("model request failed before the first token (%s); retrying in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        self._stream = await self._open()
+        try:
+            async for chunk in self._stream:
+                if getattr(chunk, "usage", None):
+                    self.usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0, False)
+                for choice in chunk.choices or []:
+                    if choice.finish_reason:
+                        self.finish_reason = choice.finish_reason
+                    text = choice.delta.content if choice.delta else None
+                    if text:
+                        self.text_parts.append(text)
+                        yield text
+        finally:
+            await self.close()
+        if self.usage is None:
+            prompt = sum(estimate_tokens(m.get("content", "")) for m in self.messages)
+            self.usage = Usage(prompt, estimate_tokens("".join(self.text_parts)), True)
+
+    async def close(self) -> None:
+        """Close the upstream response so the provider stops generating."""
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            try:
+                await stream.close()
+            except Exception:  # closing a broken connection may raise; nothing to save
+                log.debug("closing the model stream failed", exc_info=True)
+
+
+def stream_reply(app: Quart, client: openai.AsyncOpenAI, messages: list[dict], model: str,
+                 params: dict[str, Any]) -> ReplyStream:
+    """Start streaming an answer: iterate the result for text deltas."""
+    return ReplyStream(client, messages, model, params, app.config["CHATAPP_MODEL_RETRIES"])
+
+
+async def complete(client: openai.AsyncOpenAI, messages: list[dict], model: str, max_tokens: int = 30) -> str:
+    """One short non-streaming completion (used for automatic titles)."""
+    reply = await client.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens)
+    return (reply.choices[0].message.content or "").strip() if reply.choices else ""
+
+
+async def list_models(app: Quart) -> list[str]:
+    """The provider's model ids from /v1/models, cached in Redis; [] when unavailable."""
+    client = app.extensions.get("llm")
+    if client is None:
+        return []
+    key = app.redis.key("models")
+    try:
+        cached = await app.redis.fast.get(key)
+        if cached:
+            return json.loads(cached)
+    except (RedisError, OSError):
+        pass
+    try:
+        async with asyncio.timeout(5):
+            page = await client.models.list()
+        models = sorted(m.id for m in page.data)
+    except Exception as exc:
+        log.warning("could not list models: %s", exc)
+        return []
+    try:
+        await app.redis.fast.set(key, json.dumps(models), ex=MODELS_CACHE_SECONDS)
+    except (RedisError, OSError):
+        pass
+    return models

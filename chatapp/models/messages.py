@@ -1,0 +1,158 @@
+"""Messages: a tree per thread (adjacency list); the visible branch ends at current_leaf_id."""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import asyncpg
+
+from ..ids import parse_id, uuid7
+
+COLUMNS = (
+    "id, thread_id, parent_id, role, content, status, model, prompt_tokens, completion_tokens, "
+    "usage_estimated, finish_reason, duration_ms, error, created_at, finished_at"
+)
+FINAL_STATUSES = ("complete", "stopped", "interrupted", "error")
+
+
+@dataclass
+class Message:
+    """One turn of a conversation."""
+
+    id: uuid.UUID
+    thread_id: uuid.UUID
+    parent_id: uuid.UUID | None
+    role: str
+    content: str
+    status: str
+    model: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    usage_estimated: bool
+    finish_reason: str | None
+    duration_ms: int | None
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    sibling_ids: list[uuid.UUID] = field(default_factory=list)
+
+    @property
+    def sibling_index(self) -> int:
+        """1-based position among its siblings (for "< 2/3 >")."""
+        return self.sibling_ids.index(self.id) + 1 if self.id in self.sibling_ids else 1
+
+    @property
+    def streaming(self) -> bool:
+        """True while an answer is still being generated."""
+        return self.status == "streaming"
+
+
+def _message(row: asyncpg.Record) -> Message:
+    data = dict(row)
+    data["sibling_ids"] = list(data.get("sibling_ids") or [])
+    return Message(**data)
+
+
+async def insert_message(
+    conn: asyncpg.Connection, thread_id: uuid.UUID, parent_id: uuid.UUID | None, role: str,
+    content: str, *, status: str = "complete", model: str | None = None,
+) -> Message:
+    """Insert one message."""
+    row = await conn.fetchrow(
+        f"""INSERT INTO messages (id, thread_id, parent_id, role, content, status, model)
+            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}""",
+        uuid7(), thread_id, parent_id, role, content, status, model,
+    )
+    return _message(row)
+
+
+async def select_message(conn: asyncpg.Connection, user_id: uuid.UUID, message_id: str | uuid.UUID) -> Message | None:
+    """A message of one of the user's threads; None for anyone else's or malformed ids."""
+    mid = parse_id(message_id)
+    if mid is None:
+        return None
+    row = await conn.fetchrow(
+        f"""SELECT {', '.join('m.' + c.strip() for c in COLUMNS.split(','))},
+                   ARRAY(SELECT s.id FROM messages s WHERE s.thread_id = m.thread_id
+                         AND s.parent_id IS NOT DISTINCT FROM m.parent_id
+                         ORDER BY s.created_at, s.id) AS sibling_ids
+            FROM messages m JOIN threads t ON t.id = m.thread_id
+            WHERE m.id = $1 AND t.user_id = $2""",
+        mid, user_id,
+    )
+    return _message(row) if row else None
+
+
+async def select_branch(conn: asyncpg.Connection, thread_id: uuid.UUID, leaf_id: uuid.UUID | None) -> list[Message]:
+    """The visible branch, root first, with each message's siblings (one query)."""
+    if leaf_id is None:
+        return []
+    rows = await conn.fetch(
+        f"""WITH RECURSIVE branch AS (
+                SELECT {COLUMNS}, 0 AS depth FROM messages WHERE id = $1 AND thread_id = $2
+                UNION ALL
+                SELECT {', '.join('p.' + c.strip() for c in COLUMNS.split(','))}, b.depth + 1
+                FROM messages p JOIN branch b ON p.id = b.parent_id
+            )
+            SELECT {COLUMNS},
+                   ARRAY(SELECT s.id FROM messages s WHERE s.thread_id = b.thread_id
+                         AND s.parent_id IS NOT DISTINCT FROM b.parent_id
+                         ORDER BY s.created_at, s.id) AS sibling_ids
+            FROM branch b ORDER BY depth DESC""",
+        leaf_id, thread_id,
+    )
+    return [_message(row) for row in rows]
+
+
+async def select_newest_leaf(conn: asyncpg.Connection, message_id: uuid.UUID) -> uuid.UUID:
+    """Follow the newest child down from a message to a leaf (for switching branches)."""
+    return await conn.fetchval(
+        """WITH RECURSIVE walk AS (
+               SELECT id, 0 AS depth FROM messages WHERE id = $1
+               UNION ALL
+               SELECT c.id, w.depth + 1 FROM walk w
+               CROSS JOIN LATERAL (SELECT id FROM messages WHERE parent_id = w.id
+                                   ORDER BY created_at DESC, id DESC LIMIT 1) c
+           )
+           SELECT id FROM walk ORDER BY depth DESC LIMIT 1""",
+        message_id,
+    )
+
+
+async def finish_message(
+    conn: asyncpg.Connection, message_id: uuid.UUID, *, content: str, status: str,
+    model: str | None = None, prompt_tokens: int | None = None, completion_tokens: int | None = None,
+    usage_estimated: bool = False, finish_reason: str | None = None, duration_ms: int | None = None,
+    error: str | None = None,
+) -> bool:
+    """Write an answer's final state in one UPDATE; only the first writer wins (False after)."""
+    assert status in FINAL_STATUSES
+    result = await conn.execute(
+        """UPDATE messages SET content = $2, status = $3, model = coalesce($4, model),
+                  prompt_tokens = $5, completion_tokens = $6, usage_estimated = $7,
+                  finish_reason = $8, duration_ms = $9, error = $10, finished_at = now()
+           WHERE id = $1 AND status = 'streaming'""",
+        message_id, content, status, model, prompt_tokens, completion_tokens, usage_estimated,
+        finish_reason, duration_ms, error,
+    )
+    return result == "UPDATE 1"
+
+
+async def select_streaming(conn: asyncpg.Connection, older_than_seconds: float) -> list[uuid.UUID]:
+    """Answers still marked streaming that started more than N seconds ago (for the reaper)."""
+    rows = await conn.fetch(
+        """SELECT id FROM messages WHERE status = 'streaming'
+           AND created_at < now() - make_interval(secs => $1) ORDER BY created_at LIMIT 500""",
+        float(older_than_seconds),
+    )
+    return [row["id"] for row in rows]
+
+
+async def count_streaming_for_user(conn: asyncpg.Connection, user_id: uuid.UUID) -> int:
+    """How many answers of a user are streaming now."""
+    return await conn.fetchval(
+        """SELECT count(*) FROM messages m JOIN threads t ON t.id = m.thread_id
+           WHERE t.user_id = $1 AND m.status = 'streaming'""",
+        user_id,
+    )

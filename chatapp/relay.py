@@ -1,0 +1,137 @@
+"""Turns an answer's Redis Stream into Server-Sent Events for one reader.
+
+Events: `reset` (all completed blocks, replacing what the page shows; sent first when the
+reader brings no Last-Event-ID), `block` (one newly completed Markdown block, appended),
+`tail` (the open last block, replaced; throttled), `title` (out-of-band swap of the thread
+list entry), `done` (the final message fragment). Event ids are Redis Stream entry ids, so a
+reader that reconnects with Last-Event-ID gets exactly what it missed.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import AsyncIterator, Awaitable, Callable
+
+from quart import Quart
+
+from . import generation, hub, render, sse
+
+TAIL_INTERVAL_SECONDS = 0.05  # the open block is re-sent at most this often
+_ENTRY_ID_CHARS = set("0123456789-")
+
+
+def valid_entry_id(value: str | None) -> bytes | None:
+    """A Last-Event-ID that looks like a Redis Stream id, else None (treated as absent)."""
+    if not value or len(value) > 40 or not set(value) <= _ENTRY_ID_CHARS or value.count("-") != 1:
+        return None
+    return value.encode()
+
+
+def wrap_block(html: str) -> str:
+    """Model output goes inside hx-disable so htmx never acts on attributes in it."""
+    return f'<div class="blk" hx-disable>{html}</div>'
+
+
+class Relay:
+    """State of one reader: the text so far and the incremental renderer."""
+
+    def __init__(self, app: Quart, message_id: uuid.UUID,
+                 render_final: Callable[[], Awaitable[str]],
+                 render_title: Callable[[str, str], Awaitable[str]]) -> None:
+        self.app, self.message_id = app, message_id
+        self.render_final, self.render_title = render_final, render_title
+        self.key = generation.stream_key(app, message_id)
+        self.renderer = render.IncrementalRenderer()
+        self.text: list[str] = []
+        self.last_id = b"0-0"
+        self.tail_sent = ""
+        self.tail_sent_at = 0.0
+
+    def _apply(self, entries: list[hub.Entry]) -> tuple[list[tuple[str, str]], bool]:
+        """Fold entries into the text; return (title events, done?)."""
+        titles, done = [], False
+        for entry_id, fields in entries:
+            self.last_id = entry_id
+            if b"t" in fields:
+                self.text.append(fields[b"t"].decode())
+            elif b"title" in fields:
+                titles.append((fields[b"thread"].decode(), fields[b"title"].decode()))
+            elif b"done" in fields:
+                done = True
+        return titles, done
+
+    def _id(self) -> str:
+        return self.last_id.decode()
+
+    async def events(self, last_event_id: bytes | None, heartbeat: float) -> AsyncIterator[bytes]:
+        """Yield SSE bytes until the answer is done (or the app shuts down)."""
+        entries = await self.app.redis.fast.xrange(self.key)
+        if last_event_id is not None:
+            seen = [e for e in entries if hub._id_tuple(e[0]) <= hub._id_tuple(last_event_id)]
+            self._apply(seen)
+            self.renderer.update("".join(self.text))  # the reader already has these blocks
+            entries = entries[len(seen):]
+            if not seen:
+                last_event_id = None  # an unknown id: start over with a full reset
+        titles, done = self._apply(entries)
+        blocks, tail = self.renderer.update("".join(self.text))
+        if last_event_id is None:
+            done_blocks = "".join(wrap_block(b) for b in self._completed_html())
+            yield sse.encode_event(done_blocks, event="reset", id=self._id())
+        else:
+            for block in blocks:
+                yield sse.encode_event(wrap_block(block), event="block", id=self._id())
+        yield self._tail_event(tail, force=True)
+        for thread_id, title in titles:
+            yield sse.encode_event(await self.render_title(thread_id, title), event="title")
+        if done:
+            yield sse.encode_event(await self.render_final(), event="done")
+            return
+        async for chunk in self._follow(heartbeat):
+            yield chunk
+
+    def _completed_html(self) -> list[str]:
+        return self.renderer.completed_html
+
+    def _tail_event(self, tail: str, force: bool = False) -> bytes:
+        self.tail_sent, self.tail_sent_at = tail, time.monotonic()
+        return sse.encode_event(wrap_block(tail) if tail else "", event="tail", id=self._id())
+
+    async def _follow(self, heartbeat: float) -> AsyncIterator[bytes]:
+        the_hub = hub.get_hub(self.app)
+        reader = await the_hub.subscribe(self.key, self.last_id)
+        pending_tail: str | None = None
+        try:
+            while True:
+                wait = heartbeat
+                if pending_tail is not None:
+                    wait = max(0.0, self.tail_sent_at + TAIL_INTERVAL_SECONDS - time.monotonic())
+                try:
+                    entries = await asyncio.wait_for(reader.inbox.get(), timeout=wait)
+                except TimeoutError:
+                    if pending_tail is not None:
+                        yield self._tail_event(pending_tail)
+                        pending_tail = None
+                    else:
+                        yield sse.encode_comment("keep-alive")
+                    continue
+                if entries is None:
+                    return  # the instance is shutting down; the browser reconnects elsewhere
+                titles, done = self._apply(entries)
+                blocks, tail = self.renderer.update("".join(self.text))
+                for block in blocks:
+                    yield sse.encode_event(wrap_block(block), event="block", id=self._id())
+                if blocks or time.monotonic() - self.tail_sent_at >= TAIL_INTERVAL_SECONDS:
+                    if tail != self.tail_sent or blocks:
+                        yield self._tail_event(tail)
+                    pending_tail = None
+                elif tail != self.tail_sent:
+                    pending_tail = tail
+                for thread_id, title in titles:
+                    yield sse.encode_event(await self.render_title(thread_id, title), event="title")
+                if done:
+                    yield sse.encode_event(await self.render_final(), event="done")
+                    return
+        finally:
+            the_hub.unsubscribe(reader)

@@ -1,0 +1,164 @@
+"""Messages: send, the answer's SSE stream, stop, regenerate, edit and branch switching."""
+from __future__ import annotations
+
+from quart import (Blueprint, abort, current_app, g, make_response, redirect, render_template, request,
+                   stream_with_context, url_for)
+
+from .. import chat, generation, relay, sse
+from ..models import messages, threads
+from ..sessions import login_required
+from ..templating import is_htmx
+
+bp = Blueprint("messages", __name__)
+
+
+async def _own_message(message_id: str) -> messages.Message:
+    """The user's message or 404 (also for malformed and other users' ids)."""
+    async with current_app.db.acquire() as conn:
+        message = await messages.select_message(conn, g.user.id, message_id)
+    if message is None:
+        abort(404)
+    return message
+
+
+async def _own_thread(thread_id) -> threads.Thread:
+    async with current_app.db.acquire() as conn:
+        thread = await threads.select_thread(conn, g.user.id, thread_id)
+    if thread is None:
+        abort(404)
+    return thread
+
+
+async def _exchange_reply(thread: threads.Thread, shown: list[messages.Message]):
+    """htmx: the new message fragments (the answer's placeholder opens the stream); else the page."""
+    if not is_htmx():
+        return redirect(url_for("threads.show", thread_id=thread.id), 303)
+    items = await chat.render_messages(shown)
+    body = await render_template("_exchange.html", items=items, thread=thread)
+    response = await make_response(body)
+    response.vary.add("HX-Request")
+    return response
+
+
+@bp.post("/threads/<thread_id>/messages")
+@login_required
+async def send(thread_id: str):
+    """Send a message (field `content`) and start its answer."""
+    thread = await _own_thread(thread_id)
+    form = await request.form
+    content = chat.check_content(form.get("content", ""))
+    await chat.check_rate_limits(g.user.id)
+    async with current_app.db.acquire() as conn:
+        async with conn.transaction():
+            locked = await conn.fetchval("SELECT current_leaf_id FROM threads WHERE id = $1 FOR UPDATE", thread.id)
+            user_message, answer = await chat.start_exchange(conn, thread, content, parent_id=locked)
+    generation.spawn(current_app, answer.id)
+    return await _exchange_reply(thread, [user_message, answer])
+
+
+@bp.get("/messages/<message_id>/stream")
+@login_required
+async def stream(message_id: str):
+    """Server-Sent Events of one answer; resumes after Last-Event-ID. Never starts work."""
+    message = await _own_message(message_id)
+    last_event_id = relay.valid_entry_id(request.headers.get("Last-Event-ID"))
+
+    async def render_final() -> str:
+        async with current_app.db.acquire() as conn:
+            final = await messages.select_message(conn, g.user.id, message.id)
+        items = await chat.render_messages([final])
+        return await render_template("_message.html", item=items[0])
+
+    async def render_title(thread_id: str, title: str) -> str:
+        return await render_template("_thread_title_oob.html", thread_id=thread_id, title=title)
+
+    @stream_with_context
+    async def body():
+        if not message.streaming:  # finished: answered from PostgreSQL at once
+            yield sse.encode_event(await render_final(), event="done")
+            return
+        reader = relay.Relay(current_app, message.id, render_final, render_title)
+        async for chunk in reader.events(last_event_id, current_app.config["CHATAPP_STREAM_HEARTBEAT_SECONDS"]):
+            yield chunk
+
+    response = await make_response(body(), 200, {
+        "Content-Type": "text/event-stream; charset=utf-8",
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",
+    })
+    response.timeout = None
+    return response
+
+
+@bp.post("/messages/<message_id>/stop")
+@login_required
+async def stop(message_id: str):
+    """Stop an answer (works from any instance); the partial text is kept as stopped."""
+    message = await _own_message(message_id)
+    if message.role != "assistant":
+        abort(400, "Only answers can be stopped.")
+    if message.streaming:
+        await generation.request_stop(current_app, message.id)
+    if is_htmx():
+        return "", 204
+    return redirect(url_for("threads.show", thread_id=message.thread_id), 303)
+
+
+@bp.post("/messages/<message_id>/regenerate")
+@login_required
+async def regenerate(message_id: str):
+    """Answer the same question again as a new sibling branch."""
+    message = await _own_message(message_id)
+    if message.role != "assistant" or message.streaming:
+        abort(400, "Only a finished answer can be regenerated.")
+    thread = await _own_thread(message.thread_id)
+    await chat.check_rate_limits(g.user.id)
+    async with current_app.db.acquire() as conn:
+        async with conn.transaction():
+            answer = await chat.start_answer(conn, thread, message.parent_id)
+    generation.spawn(current_app, answer.id)
+    return await _exchange_reply(thread, [answer])
+
+
+@bp.post("/messages/<message_id>/edit")
+@login_required
+async def edit(message_id: str):
+    """Edit a user message: a new sibling with the new text, answered afresh."""
+    message = await _own_message(message_id)
+    if message.role != "user":
+        abort(400, "Only your own messages can be edited.")
+    form = await request.form
+    content = chat.check_content(form.get("content", ""))
+    thread = await _own_thread(message.thread_id)
+    await chat.check_rate_limits(g.user.id)
+    async with current_app.db.acquire() as conn:
+        async with conn.transaction():
+            user_message, answer = await chat.start_exchange(conn, thread, content, parent_id=message.parent_id)
+    generation.spawn(current_app, answer.id)
+    if not is_htmx():
+        return redirect(url_for("threads.show", thread_id=thread.id), 303)
+    return await _conversation(thread)
+
+
+@bp.post("/messages/<message_id>/switch")
+@login_required
+async def switch(message_id: str):
+    """Show the branch through this message (sibling navigation "< 2/3 >")."""
+    message = await _own_message(message_id)
+    thread = await _own_thread(message.thread_id)
+    async with current_app.db.acquire() as conn:
+        leaf = await messages.select_newest_leaf(conn, message.id)
+        await conn.execute("UPDATE threads SET current_leaf_id = $2 WHERE id = $1", thread.id, leaf)
+    if not is_htmx():
+        return redirect(url_for("threads.show", thread_id=thread.id), 303)
+    thread.current_leaf_id = leaf
+    return await _conversation(thread)
+
+
+async def _conversation(thread: threads.Thread):
+    """The whole message list fragment (after a branch change)."""
+    branch = await chat.load_branch(thread)
+    body = await render_template("_conversation.html", thread=thread, branch=branch)
+    response = await make_response(body)
+    response.vary.add("HX-Request")
+    return response

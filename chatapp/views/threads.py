@@ -1,0 +1,133 @@
+"""Threads: the chat home, creating, opening, renaming and deleting conversations."""
+from __future__ import annotations
+
+from quart import Blueprint, abort, current_app, g, redirect, request, url_for
+
+from .. import chat
+from ..models import threads
+from ..sessions import login_required
+from ..templating import is_htmx, page
+
+bp = Blueprint("threads", __name__)
+
+THREAD_LIST_LIMIT = 50
+
+
+async def _sidebar_threads() -> list[threads.Thread]:
+    async with current_app.db.acquire() as conn:
+        return await threads.select_threads(conn, g.user.id, limit=THREAD_LIST_LIMIT)
+
+
+async def _own_thread(thread_id: str) -> threads.Thread:
+    """The user's thread or 404 (also for malformed and other users' ids)."""
+    async with current_app.db.acquire() as conn:
+        thread = await threads.select_thread(conn, g.user.id, thread_id)
+    if thread is None:
+        abort(404)
+    return thread
+
+
+def _go(target: str):
+    """Send the browser to a page: HX-Location for htmx, 303 otherwise."""
+    if is_htmx():
+        response = current_app.response_class("", status=200)
+        response.headers["HX-Location"] = target
+        return response
+    return redirect(target, 303)
+
+
+@bp.get("/")
+@login_required
+async def home():
+    """The chat home: thread list and a composer that starts a new thread."""
+    models = await chat.available_models()
+    return await page("home.html", threads=await _sidebar_threads(), thread=None, models=models)
+
+
+@bp.post("/threads")
+@login_required
+async def create():
+    """Create a thread; with `content`, send it as the first message."""
+    form = await request.form
+    content = form.get("content", "")
+    model = await chat.choose_model(form.get("model"))
+    if content.strip():
+        chat.check_content(content)
+        await chat.check_rate_limits(g.user.id)
+    async with current_app.db.acquire() as conn:
+        async with conn.transaction():
+            thread = await threads.insert_thread(conn, g.user.id, model=model)
+            if content.strip():
+                await chat.start_exchange(conn, thread, content, parent_id=None)
+    return _go(url_for("threads.show", thread_id=thread.id))
+
+
+@bp.get("/threads/<thread_id>")
+@login_required
+async def show(thread_id: str):
+    """A thread page, or its conversation fragment for htmx."""
+    thread = await _own_thread(thread_id)
+    branch = await chat.load_branch(thread)
+    models = await chat.available_models()
+    return await page(
+        "thread.html", block="main", threads=await _sidebar_threads(), thread=thread,
+        branch=branch, models=models,
+        streaming=any(item.message.streaming for item in branch),
+    )
+
+
+@bp.post("/threads/<thread_id>/rename")
+@login_required
+async def rename(thread_id: str):
+    """Rename a thread (field `title`)."""
+    thread = await _own_thread(thread_id)
+    form = await request.form
+    title = " ".join(form.get("title", "").split())
+    if not title or len(title) > threads.MAX_TITLE_CHARS:
+        message = "Give the thread a title." if not title else f"Keep titles under {threads.MAX_TITLE_CHARS} characters."
+        abort(400, message)
+    async with current_app.db.acquire() as conn:
+        thread = await threads.update_title(conn, g.user.id, thread.id, title)
+    if is_htmx():
+        return await page("_thread_renamed.html", thread=thread)
+    return redirect(url_for("threads.show", thread_id=thread.id), 303)
+
+
+@bp.post("/threads/<thread_id>/delete")
+@login_required
+async def delete(thread_id: str):
+    """Delete a thread and all of its messages."""
+    thread = await _own_thread(thread_id)
+    async with current_app.db.acquire() as conn:
+        await threads.delete_thread(conn, g.user.id, thread.id)
+    return _go(url_for("threads.home"))
+
+
+@bp.post("/threads/<thread_id>/settings")
+@login_required
+async def settings(thread_id: str):
+    """Change the thread's model, system prompt and temperature."""
+    thread = await _own_thread(thread_id)
+    form = await request.form
+    model = await chat.choose_model(form.get("model") or None)
+    system_prompt = form.get("system_prompt", "")
+    if len(system_prompt) > 8000:
+        abort(413, "Keep the system prompt under 8,000 characters.")
+    params = dict(thread.params)
+    raw = form.get("temperature", "").strip()
+    if raw:
+        try:
+            temperature = float(raw)
+        except ValueError:
+            abort(400, "Temperature must be a number between 0 and 2.")
+        if not 0 <= temperature <= 2:
+            abort(400, "Temperature must be a number between 0 and 2.")
+        params["temperature"] = temperature
+    else:
+        params.pop("temperature", None)
+    async with current_app.db.acquire() as conn:
+        await threads.update_settings(conn, g.user.id, thread.id, model=model,
+                                      system_prompt=system_prompt, params=params)
+    if is_htmx():
+        return "", 204
+    return redirect(url_for("threads.show", thread_id=thread.id), 303)

@@ -1,0 +1,176 @@
+"""Fixtures in the flaskr style: app, client, runner, and helpers to act as a user.
+
+Real PostgreSQL and Redis (see tests/services.py), the scripted model server over HTTP.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from chatapp import create_app  # noqa: E402
+from model_server import ModelServer  # noqa: E402
+import services  # noqa: E402
+
+CSRF_RE = re.compile(r'name="csrf-token" content="([^"]+)"')
+
+
+def pytest_report_header(config):
+    """Say which real services the run uses."""
+    import asyncpg
+    import quart
+    import redis
+
+    return [f"chatapp tests: quart {quart.__version__}, asyncpg {asyncpg.__version__}, redis-py {redis.__version__}"]
+
+
+@pytest.fixture(scope="session")
+def test_services():
+    """This run's database and Redis prefix."""
+    started = services.start()
+    print(f"\nservices: {started.description}")
+    yield started
+    services.stop(started)
+
+
+@pytest.fixture(scope="session")
+def model_server():
+    """The scripted OpenAI-compatible server, shared by the run (reset per test)."""
+    with ModelServer() as server:
+        yield server
+
+
+@pytest.fixture
+def overrides(test_services, model_server, tmp_path_factory):
+    """Settings of the app under test; tests may change them before `app` is created."""
+    return {
+        "DATABASE_URL": test_services.database_url,
+        "REDIS_URL": test_services.redis_url,
+        "CHATAPP_REDIS_PREFIX": test_services.redis_prefix,
+        "OPENAI_BASE_URL": model_server.base_url,
+        "OPENAI_API_KEY": "test-key",
+        "CHATAPP_DEFAULT_MODEL": "test-model",
+        "CHATAPP_MODELS": [],
+        "SECRET_KEY": "test-secret",
+        "CHATAPP_INSTANCE_DIR": str(tmp_path_factory.mktemp("instance")),
+        "CHATAPP_MODEL_RETRIES": 0,
+        "CHATAPP_REAPER_INTERVAL_SECONDS": 3600.0,
+    }
+
+
+@pytest.fixture
+async def app(overrides, test_services, model_server):
+    """A started app on clean tables and keys."""
+    await services.reset_database(test_services.database_url)
+    await services.flush_prefix(test_services.redis_url, test_services.redis_prefix)
+    model_server.reset()
+    application = create_app(overrides)
+    async with application.test_app():
+        yield application
+
+
+@pytest.fixture
+def client(app):
+    """Quart's test client (collects whole bodies; use live servers for streams)."""
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(overrides):
+    """A CLI runner for `quart` commands of a fresh app."""
+    return create_app(overrides).test_cli_runner()
+
+
+class Actions:
+    """Multi-step user actions through HTTP, as a browser would do them."""
+
+    def __init__(self, client):
+        self.client = client
+
+    async def csrf(self, path: str = "/login") -> str:
+        """The CSRF token the page at `path` carries."""
+        response = await self.client.get(path)
+        match = CSRF_RE.search(await response.get_data(as_text=True))
+        assert match, f"no csrf meta tag on {path}"
+        return match.group(1)
+
+    async def signup(self, email: str = "ada@example.com", password: str = "correct horse battery"):
+        """Sign up (and so log in)."""
+        token = await self.csrf("/signup")
+        return await self.client.post("/signup", form={"email": email, "password": password, "csrf_token": token})
+
+    async def login(self, email: str, password: str):
+        token = await self.csrf("/login")
+        return await self.client.post("/login", form={"email": email, "password": password, "csrf_token": token})
+
+    async def post(self, path: str, form: dict | None = None, htmx: bool = False, token: str | None = None):
+        """A POST carrying this session's CSRF token."""
+        token = token if token is not None else await self.csrf("/")
+        headers = {"HX-Request": "true"} if htmx else {}
+        return await self.client.post(path, form={**(form or {}), "csrf_token": token}, headers=headers)
+
+    async def new_thread(self, content: str = "") -> str:
+        """Create a thread; return its id."""
+        response = await self.post("/threads", {"content": content} if content else {})
+        assert response.status_code == 303, response.status_code
+        return response.headers["Location"].rsplit("/", 1)[-1]
+
+
+@pytest.fixture
+def actions(client):
+    """Helpers acting as one browser session."""
+    return Actions(client)
+
+
+@pytest.fixture
+async def user(actions):
+    """A signed-up, logged-in user's actions."""
+    response = await actions.signup()
+    assert response.status_code == 303
+    return actions
+
+
+class SyncDatabase:
+    """Blocking queries for sync tests (CLI commands run their own event loop)."""
+
+    def __init__(self, url: str):
+        self.url = url
+
+    def _run(self, method: str, query: str, *args):
+        import asyncio
+
+        import asyncpg
+
+        async def go():
+            conn = await asyncpg.connect(self.url)
+            try:
+                return await getattr(conn, method)(query, *args)
+            finally:
+                await conn.close()
+
+        return asyncio.run(go())
+
+    def fetchrow(self, query: str, *args):
+        return self._run("fetchrow", query, *args)
+
+    def fetchval(self, query: str, *args):
+        return self._run("fetchval", query, *args)
+
+    def fetch(self, query: str, *args):
+        return self._run("fetch", query, *args)
+
+    def execute(self, query: str, *args):
+        return self._run("execute", query, *args)
+
+
+@pytest.fixture
+def clean_database(test_services):
+    """Empty tables for a sync (CLI) test, and a blocking way to query them."""
+    import asyncio
+
+    asyncio.run(services.reset_database(test_services.database_url))
+    return SyncDatabase(test_services.database_url)
