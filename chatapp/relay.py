@@ -17,7 +17,7 @@ from quart import Quart
 
 from . import generation, hub, render, sse
 
-TAIL_INTERVAL_SECONDS = 0.05  # the open block is re-sent at most this often
+TAIL_INTERVAL_SECONDS = 0.1  # the open block is re-sent at most this often (10 per second)
 _ENTRY_ID_CHARS = set("0123456789-")
 
 
@@ -37,7 +37,7 @@ class Relay:
     """State of one reader: the text so far and the incremental renderer."""
 
     def __init__(self, app: Quart, message_id: uuid.UUID,
-                 render_final: Callable[[], Awaitable[str]],
+                 render_final: Callable[[bool], Awaitable[str]],
                  render_title: Callable[[str, str], Awaitable[str]]) -> None:
         self.app, self.message_id = app, message_id
         self.render_final, self.render_title = render_final, render_title
@@ -77,42 +77,50 @@ class Relay:
         titles, done = self._apply(entries)
         blocks, tail = self.renderer.update("".join(self.text))
         if last_event_id is None:
-            done_blocks = "".join(wrap_block(b) for b in self._completed_html())
-            yield sse.encode_event(done_blocks, event="reset", id=self._id())
-        else:
-            for block in blocks:
-                yield sse.encode_event(wrap_block(block), event="block", id=self._id())
-        yield self._tail_event(tail, force=True)
+            # A fresh renderer returns every completed block: replace whatever the page shows.
+            yield sse.encode_event(self._blocks_html(blocks), event="reset", id=self._id())
+        elif blocks:
+            yield sse.encode_event(self._blocks_html(blocks), event="block", id=self._id())
+        yield self._tail_event(tail)
+        async for chunk in self._after(titles, done, tail):
+            yield chunk
+        if not done:
+            async for chunk in self._follow(heartbeat):
+                yield chunk
+
+    @staticmethod
+    def _blocks_html(blocks: list[str]) -> str:
+        return "".join(wrap_block(b) for b in blocks)
+
+    def _tail_event(self, tail: str) -> bytes:
+        self.tail_sent, self.tail_sent_at = tail, time.monotonic()
+        return sse.encode_event(wrap_block(tail) if tail else "", event="tail", id=self._id())
+
+    async def _after(self, titles: list[tuple[str, str]], done: bool, tail: str) -> AsyncIterator[bytes]:
+        """Title announcements, and at the end the last tail and the final fragment."""
         for thread_id, title in titles:
             yield sse.encode_event(await self.render_title(thread_id, title), event="title")
         if done:
-            yield sse.encode_event(await self.render_final(), event="done")
-            return
-        async for chunk in self._follow(heartbeat):
-            yield chunk
-
-    def _completed_html(self) -> list[str]:
-        return self.renderer.completed_html
-
-    def _tail_event(self, tail: str, force: bool = False) -> bytes:
-        self.tail_sent, self.tail_sent_at = tail, time.monotonic()
-        return sse.encode_event(wrap_block(tail) if tail else "", event="tail", id=self._id())
+            if tail != self.tail_sent:
+                yield self._tail_event(tail)
+            # The reader holds the whole text now: the final fragment keeps its body (hx-preserve).
+            yield sse.encode_event(await self.render_final(True), event="done")
 
     async def _follow(self, heartbeat: float) -> AsyncIterator[bytes]:
         the_hub = hub.get_hub(self.app)
         reader = await the_hub.subscribe(self.key, self.last_id)
-        pending_tail: str | None = None
+        pending = False  # the open block changed but was sent too recently
         try:
             while True:
                 wait = heartbeat
-                if pending_tail is not None:
+                if pending:
                     wait = max(0.0, self.tail_sent_at + TAIL_INTERVAL_SECONDS - time.monotonic())
                 try:
                     entries = await asyncio.wait_for(reader.inbox.get(), timeout=wait)
                 except TimeoutError:
-                    if pending_tail is not None:
-                        yield self._tail_event(pending_tail)
-                        pending_tail = None
+                    if pending:
+                        yield self._tail_event(self.renderer.update("".join(self.text))[1])
+                        pending = False
                     else:
                         yield sse.encode_comment("keep-alive")
                     continue
@@ -120,18 +128,18 @@ class Relay:
                     return  # the instance is shutting down; the browser reconnects elsewhere
                 titles, done = self._apply(entries)
                 blocks, tail = self.renderer.update("".join(self.text))
-                for block in blocks:
-                    yield sse.encode_event(wrap_block(block), event="block", id=self._id())
-                if blocks or time.monotonic() - self.tail_sent_at >= TAIL_INTERVAL_SECONDS:
-                    if tail != self.tail_sent or blocks:
-                        yield self._tail_event(tail)
-                    pending_tail = None
-                elif tail != self.tail_sent:
-                    pending_tail = tail
-                for thread_id, title in titles:
-                    yield sse.encode_event(await self.render_title(thread_id, title), event="title")
+                if blocks:
+                    yield sse.encode_event(self._blocks_html(blocks), event="block", id=self._id())
+                due = time.monotonic() - self.tail_sent_at >= TAIL_INTERVAL_SECONDS
+                if blocks or (due and tail != self.tail_sent):
+                    # After new blocks the old tail shows their text: replace it at once.
+                    yield self._tail_event(tail)
+                    pending = False
+                else:
+                    pending = tail != self.tail_sent
+                async for chunk in self._after(titles, done, tail):
+                    yield chunk
                 if done:
-                    yield sse.encode_event(await self.render_final(), event="done")
                     return
         finally:
             the_hub.unsubscribe(reader)

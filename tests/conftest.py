@@ -174,3 +174,53 @@ def clean_database(test_services):
 
     asyncio.run(services.reset_database(test_services.database_url))
     return SyncDatabase(test_services.database_url)
+
+
+@pytest.fixture
+async def live_factory(overrides, test_services, model_server):
+    """Start app instances under Hypercorn sharing this run's PostgreSQL and Redis."""
+    from live import LiveServer
+
+    await services.reset_database(test_services.database_url)
+    await services.flush_prefix(test_services.redis_url, test_services.redis_prefix)
+    model_server.reset()
+    started: list[LiveServer] = []
+
+    def start(**extra):
+        server = LiveServer({**overrides, **extra}).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+async def live(live_factory):
+    """One live app instance."""
+    return live_factory()
+
+
+@pytest.fixture
+async def web_user(live):
+    """A signed-up user of the live instance, over real HTTP."""
+    from live import WebUser
+
+    person = WebUser(live.url)
+    await person.signup("live@example.com")
+    yield person
+    await person.close()
+
+
+@pytest.fixture
+async def db(test_services):
+    """A direct connection to this run's database (for asserting stored state)."""
+    import asyncpg
+
+    from chatapp.db import _init_connection
+
+    conn = await asyncpg.connect(test_services.database_url)
+    await _init_connection(conn)
+    yield conn
+    await conn.close()

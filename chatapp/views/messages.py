@@ -33,6 +33,8 @@ async def _exchange_reply(thread: threads.Thread, shown: list[messages.Message])
     """htmx: the new message fragments (the answer's placeholder opens the stream); else the page."""
     if not is_htmx():
         return redirect(url_for("threads.show", thread_id=thread.id), 303)
+    async with current_app.db.acquire() as conn:  # reloaded with their siblings ("< 2/2 >")
+        shown = [await messages.select_message(conn, g.user.id, m.id) for m in shown]
     items = await chat.render_messages(shown)
     body = await render_template("_exchange.html", items=items, thread=thread)
     response = await make_response(body)
@@ -62,12 +64,13 @@ async def stream(message_id: str):
     """Server-Sent Events of one answer; resumes after Last-Event-ID. Never starts work."""
     message = await _own_message(message_id)
     last_event_id = relay.valid_entry_id(request.headers.get("Last-Event-ID"))
+    user_id = g.user.id  # the streaming body runs after the request's `g` is gone
 
-    async def render_final() -> str:
+    async def render_final(preserve_body: bool = False) -> str:
         async with current_app.db.acquire() as conn:
-            final = await messages.select_message(conn, g.user.id, message.id)
+            final = await messages.select_message(conn, user_id, message.id)
         items = await chat.render_messages([final])
-        return await render_template("_message.html", item=items[0])
+        return await render_template("_message.html", item=items[0], preserve_body=preserve_body)
 
     async def render_title(thread_id: str, title: str) -> str:
         return await render_template("_thread_title_oob.html", thread_id=thread_id, title=title)
@@ -137,6 +140,7 @@ async def edit(message_id: str):
     generation.spawn(current_app, answer.id)
     if not is_htmx():
         return redirect(url_for("threads.show", thread_id=thread.id), 303)
+    thread.current_leaf_id = answer.id
     return await _conversation(thread)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from quart import Blueprint, abort, current_app, g, redirect, request, url_for
 
-from .. import chat
+from .. import chat, generation
 from ..models import threads
 from ..sessions import login_required
 from ..templating import is_htmx, page
@@ -54,11 +54,14 @@ async def create():
     if content.strip():
         chat.check_content(content)
         await chat.check_rate_limits(g.user.id)
+    answer = None
     async with current_app.db.acquire() as conn:
         async with conn.transaction():
             thread = await threads.insert_thread(conn, g.user.id, model=model)
             if content.strip():
-                await chat.start_exchange(conn, thread, content, parent_id=None)
+                _, answer = await chat.start_exchange(conn, thread, content, parent_id=None)
+    if answer is not None:  # only after the commit: the message is stored before the model is called
+        generation.spawn(current_app, answer.id)
     return _go(url_for("threads.show", thread_id=thread.id))
 
 
