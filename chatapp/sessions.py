@@ -6,6 +6,8 @@ so all of them can be revoked at once (logout everywhere, password change, disab
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -38,8 +40,14 @@ def _cookie_name() -> str:
     return SECURE_COOKIE_NAME if request.scheme == "https" else COOKIE_NAME
 
 
+def _digest(sid: str) -> str:
+    """Redis stores a keyed hash of the id, so a leaked Redis dump holds no usable session ids."""
+    secret = current_app.config["SECRET_KEY"].encode()
+    return hmac.new(secret, sid.encode(), hashlib.sha256).hexdigest()
+
+
 def _session_key(sid: str) -> str:
-    return current_app.redis.key("sess", sid)
+    return current_app.redis.key("sess", _digest(sid))
 
 
 def _user_sessions_key(user_id: str) -> str:
@@ -91,7 +99,7 @@ async def _store(session: Session) -> None:
         pipe.expire(key, _ttl(session.user_id))
         if session.user_id:
             index = _user_sessions_key(session.user_id)
-            pipe.sadd(index, session.sid)
+            pipe.sadd(index, _digest(session.sid))
             pipe.expire(index, _ttl(session.user_id))
         await pipe.execute()
 
@@ -129,7 +137,7 @@ async def logout() -> None:
         redis = current_app.redis.fast
         await redis.delete(_session_key(session.sid))
         if session.user_id:
-            await redis.srem(_user_sessions_key(session.user_id), session.sid)
+            await redis.srem(_user_sessions_key(session.user_id), _digest(session.sid))
     g.session = Session(ended=True)
 
 
@@ -137,8 +145,8 @@ async def revoke_all(user_id: str) -> int:
     """End every session of a user (logout everywhere, password change, disable)."""
     redis = current_app.redis.fast
     index = _user_sessions_key(str(user_id))
-    sids = await redis.smembers(index)
-    keys = [_session_key(s.decode()) for s in sids]
+    digests = await redis.smembers(index)
+    keys = [current_app.redis.key("sess", d.decode()) for d in digests]
     if keys:
         await redis.delete(*keys)
     await redis.delete(index)
