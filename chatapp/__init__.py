@@ -1,7 +1,9 @@
 """chatapp: a self-hostable AI chat web app (Quart + HTMX + SSE, PostgreSQL, Redis, S3)."""
 from __future__ import annotations
 
+import importlib
 import logging
+import pkgutil
 from pathlib import Path
 from typing import Any
 
@@ -42,10 +44,16 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
 
 
 def _register_parts(app: Quart) -> None:
-    """Blueprints and the streaming machinery (imported here to keep start-up order obvious)."""
-    from . import generation
-    from .views import auth, health, messages, threads
+    """The streaming machinery, then every blueprint in chatapp/views (each module's `bp`).
+
+    A views module may also define `init_app(app)` for what its feature needs at start-up.
+    """
+    from . import generation, views
 
     generation.init_app(app)
-    for blueprint in (health.bp, auth.bp, threads.bp, messages.bp):
-        app.register_blueprint(blueprint)
+    for info in sorted(pkgutil.iter_modules(views.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{views.__name__}.{info.name}")
+        if hasattr(module, "init_app"):
+            module.init_app(app)
+        if hasattr(module, "bp"):
+            app.register_blueprint(module.bp)

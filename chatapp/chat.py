@@ -22,6 +22,17 @@ class BranchItem:
     html: Markup
 
 
+THREAD_LIST_LIMIT = 50
+
+
+async def sidebar_threads() -> list[threads.Thread]:
+    """The current user's most recent threads for the sidebar."""
+    from quart import g
+
+    async with current_app.db.acquire() as conn:
+        return await threads.select_threads(conn, g.user.id, limit=THREAD_LIST_LIMIT)
+
+
 def check_content(content: str) -> str:
     """Abort 400 for a blank message and 413 for one over the length limit."""
     if not content or not content.strip():

@@ -208,3 +208,15 @@ async def test_shutdown_marks_running_answers_interrupted(live_factory, db, mode
     assert row["status"] == "interrupted"
     assert row["content"].startswith("kept kept kept")
     assert "restarted" in row["error"]
+
+
+async def test_settings_page_shows_usage_totals_and_backend(app, user, db, model_server):
+    model_server.script(Reply.text("four word answer here", prompt_tokens=11, completion_tokens=4))
+    await _finished_exchange(user, db, "count me")
+    page = await (await user.client.get("/settings")).get_data(as_text=True)
+    soup = BeautifulSoup(page, "html.parser")
+    cells = {th.get_text(strip=True): td.get_text(strip=True) for th, td in
+             ((row.th, row.td) for row in soup.select(".usage-table tr"))}
+    assert cells["Messages sent"] == "1" and cells["Answers received"] == "1"
+    assert cells["Prompt tokens"] == "11" and cells["Answer tokens"] == "4"
+    assert "OpenAI-compatible server at 127.0.0.1" in soup.select_one("#model-backend").get_text()

@@ -10,14 +10,6 @@ from ..templating import is_htmx, page
 
 bp = Blueprint("threads", __name__)
 
-THREAD_LIST_LIMIT = 50
-
-
-async def _sidebar_threads() -> list[threads.Thread]:
-    async with current_app.db.acquire() as conn:
-        return await threads.select_threads(conn, g.user.id, limit=THREAD_LIST_LIMIT)
-
-
 async def _own_thread(thread_id: str) -> threads.Thread:
     """The user's thread or 404 (also for malformed and other users' ids)."""
     async with current_app.db.acquire() as conn:
@@ -41,7 +33,7 @@ def _go(target: str):
 async def home():
     """The chat home: thread list and a composer that starts a new thread."""
     models = await chat.available_models()
-    return await page("home.html", threads=await _sidebar_threads(), thread=None, models=models)
+    return await page("home.html", threads=await chat.sidebar_threads(), thread=None, models=models)
 
 
 @bp.post("/threads")
@@ -73,7 +65,7 @@ async def show(thread_id: str):
     branch = await chat.load_branch(thread)
     models = await chat.available_models()
     return await page(
-        "thread.html", block="main", threads=await _sidebar_threads(), thread=thread,
+        "thread.html", block="main", threads=await chat.sidebar_threads(), thread=thread,
         branch=branch, models=models,
         streaming=any(item.message.streaming for item in branch),
     )
