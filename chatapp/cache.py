@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis.asyncio as aredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
@@ -51,9 +53,10 @@ class RedisStore:
         self.prefix = prefix
         self.breaker = CircuitBreaker()
         common = {"decode_responses": False, "health_check_interval": 30}
+        # One quick retry at most: a hung Redis must cost a page a second, not many.
         self.fast = aredis.Redis.from_url(
             url, socket_timeout=fast_timeout, socket_connect_timeout=fast_timeout,
-            retry_on_timeout=False, max_connections=64, **common,
+            retry=Retry(NoBackoff(), 1), max_connections=64, **common,
         )
         # Block times stay under 5 s; the socket timeout must exceed them.
         self.blocking = aredis.Redis.from_url(

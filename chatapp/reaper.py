@@ -31,23 +31,33 @@ async def _sleep_or_shutdown(app: Quart, seconds: float) -> bool:
 async def listen_for_stops(app: Quart) -> None:
     """Relay stop requests published by any instance to generations running here."""
     channel = app.redis.key("stop-channel")
-    while not app.shutdown_event.is_set():
-        pubsub = app.redis.blocking.pubsub()
-        try:
-            await pubsub.subscribe(channel)
-            while not app.shutdown_event.is_set():
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.5)
-                if message and message.get("type") == "message":
-                    _deliver_stop(app, message["data"])
-        except (RedisError, OSError) as exc:
-            log.warning("stop listener lost Redis: %s", exc)
-            if await _sleep_or_shutdown(app, 1.0):
-                return
-        finally:
+    shutdown = asyncio.ensure_future(app.shutdown_event.wait())
+    try:
+        while not app.shutdown_event.is_set():
+            pubsub = app.redis.blocking.pubsub()
             try:
-                await pubsub.aclose()
-            except (RedisError, OSError):
-                pass
+                await pubsub.subscribe(channel)
+                while True:
+                    # Race the next message against shutdown so stopping the app never waits on Redis.
+                    listen = asyncio.ensure_future(pubsub.get_message(ignore_subscribe_messages=True, timeout=5.0))
+                    await asyncio.wait({listen, shutdown}, return_when=asyncio.FIRST_COMPLETED)
+                    if not listen.done():
+                        listen.cancel()
+                        return
+                    message = listen.result()
+                    if message and message.get("type") == "message":
+                        _deliver_stop(app, message["data"])
+            except (RedisError, OSError) as exc:
+                log.warning("stop listener lost Redis: %s", exc)
+                if await _sleep_or_shutdown(app, 1.0):
+                    return
+            finally:
+                try:
+                    await pubsub.aclose()
+                except (RedisError, OSError, asyncio.CancelledError):
+                    pass
+    finally:
+        shutdown.cancel()
 
 
 def _deliver_stop(app: Quart, data: bytes) -> None:

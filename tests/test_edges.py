@@ -12,9 +12,9 @@ async def test_healthz_and_readyz(app, client):
 async def test_readyz_reports_redis_down(app, client):
     real = app.redis.fast
     try:
-        import redis.asyncio as aredis
+        from chatapp.cache import RedisStore
 
-        app.redis.fast = aredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+        app.redis.fast = RedisStore("redis://127.0.0.1:1/0", "x:").fast  # nothing listens on port 1
         response = await client.get("/readyz")
         assert response.status_code == 503
         assert (await response.get_json())["checks"]["redis"] == "down"

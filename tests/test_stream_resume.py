@@ -10,7 +10,7 @@ from chatapp import render
 from live import WebUser
 from model_server import Reply
 from sse_client import Event, connect_sse, parse_events, read_events
-from test_streaming import text_of, wait_status
+from streamtools import assemble, text_of, wait_status
 
 LONG = [f"Word{i} " for i in range(60)]
 
@@ -75,19 +75,6 @@ async def test_generation_on_a_streams_to_reader_on_b_with_resume(live_factory, 
     assert (await wait_status(db, answer_id))["content"] == text
     await on_a.close()
     await on_b.close()
-
-
-def assemble(events) -> str:
-    """What the page shows after applying reset/block/tail events in order."""
-    blocks, tail = [], ""
-    for event in events:
-        if event.event == "reset":
-            blocks = [event.data]
-        elif event.event == "block":
-            blocks.append(event.data)
-        elif event.event == "tail":
-            tail = event.data
-    return text_of("".join(blocks) + tail)
 
 
 async def test_resume_from_every_event_id_yields_exactly_the_missing_text(live, web_user, db, model_server):

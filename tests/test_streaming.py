@@ -9,23 +9,7 @@ from bs4 import BeautifulSoup
 
 from model_server import Reply
 from sse_client import connect_sse, read_events
-
-
-async def wait_status(db, message_id: str, statuses=("complete", "stopped", "interrupted", "error"), timeout=10.0):
-    """Poll PostgreSQL until the message reaches a final status."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        row = await db.fetchrow("SELECT status, content, error, prompt_tokens, completion_tokens, usage_estimated "
-                                "FROM messages WHERE id = $1", uuid.UUID(message_id))
-        if row["status"] in statuses:
-            return row
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"message stayed {row['status']}")
-        await asyncio.sleep(0.05)
-
-
-def text_of(html: str) -> str:
-    return " ".join(BeautifulSoup(html, "html.parser").get_text(" ").split())
+from streamtools import assemble, text_of, wait_status  # noqa: F401  (re-exported for other suites)
 
 
 async def test_send_streams_answer_and_persists_it(live, web_user, db, model_server):
@@ -36,7 +20,8 @@ async def test_send_streams_answer_and_persists_it(live, web_user, db, model_ser
                                   until=lambda e: e.event == "done")
     names = [e.event for e in events]
     assert names[0] == "reset" and names[-1] == "done"
-    assert "Hello there, this is bold text." in text_of(events[-1].data)
+    assert assemble(events) == "Hello there, this is bold text."
+    assert 'hx-preserve' in events[-1].data  # the final fragment keeps the streamed body
     row = await wait_status(db, answer_id)
     assert row["status"] == "complete"
     assert row["content"] == "Hello there, this is **bold** text."

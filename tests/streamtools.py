@@ -1,0 +1,40 @@
+"""Helpers for streaming tests: wait for a final status, read what a page would show."""
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from bs4 import BeautifulSoup
+
+FINAL = ("complete", "stopped", "interrupted", "error")
+
+
+async def wait_status(db, message_id: str, statuses=FINAL, timeout: float = 10.0):
+    """Poll PostgreSQL until the message reaches one of `statuses`; return its row."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        row = await db.fetchrow("SELECT status, content, error, prompt_tokens, completion_tokens, usage_estimated "
+                                "FROM messages WHERE id = $1", uuid.UUID(str(message_id)))
+        if row["status"] in statuses:
+            return row
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"message stayed {row['status']}")
+        await asyncio.sleep(0.05)
+
+
+def text_of(html: str) -> str:
+    """Visible text with whitespace collapsed."""
+    return " ".join(BeautifulSoup(html, "html.parser").get_text(" ").split())
+
+
+def assemble(events) -> str:
+    """The answer text a page shows after applying reset/block/tail events in order."""
+    blocks, tail = [], ""
+    for event in events:
+        if event.event == "reset":
+            blocks = [event.data]
+        elif event.event == "block":
+            blocks.append(event.data)
+        elif event.event == "tail":
+            tail = event.data
+    return text_of("".join(blocks) + tail)
