@@ -9,7 +9,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 
 def _storable(value: str) -> str:
@@ -24,6 +24,10 @@ def _storable(value: str) -> str:
 
 
 Text = Annotated[str, AfterValidator(_storable)]
+# ISO 8601 in every dump: Quart's JSON encoder would otherwise write datetimes as HTTP dates,
+# which drop sub-second precision and the offset.
+Timestamp = Annotated[datetime, PlainSerializer(lambda v: v.isoformat(), return_type=str, when_used="always"),
+                      WithJsonSchema({"type": "string", "format": "date-time"})]
 
 
 class _Input(BaseModel):
@@ -70,8 +74,8 @@ class ThreadOut(BaseModel):
     model: str | None
     system_prompt: str
     current_leaf_id: uuid.UUID | None = Field(description="The last message of the visible branch.")
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class MessageOut(BaseModel):
@@ -87,8 +91,8 @@ class MessageOut(BaseModel):
     prompt_tokens: int | None
     completion_tokens: int | None
     error: str | None
-    created_at: datetime
-    finished_at: datetime | None
+    created_at: Timestamp
+    finished_at: Timestamp | None
 
 
 class ThreadDetail(ThreadOut):
@@ -149,7 +153,7 @@ class SearchHit(BaseModel):
     thread_title: str
     role: Literal["system", "user", "assistant"]
     snippet: str = Field(description="Plain text around the match; matched words are wrapped in [[ and ]].")
-    created_at: datetime
+    created_at: Timestamp
 
 
 class SearchResults(BaseModel):

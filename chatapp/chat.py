@@ -37,6 +37,8 @@ def check_content(content: str) -> str:
     """Abort 400 for a blank message and 413 for one over the length limit."""
     if not content or not content.strip():
         abort(400, "Type a message first.")
+    if "\x00" in content:  # PostgreSQL text cannot store NUL: refuse it instead of failing with 500
+        abort(400, "Messages cannot contain NUL characters.")
     limit = current_app.config["CHATAPP_MAX_MESSAGE_CHARS"]
     if len(content) > limit:
         abort(413, f"Messages can be at most {limit:,} characters; this one has {len(content):,}.")

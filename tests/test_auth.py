@@ -123,3 +123,23 @@ def test_create_user_command(clean_database, runner):
     assert admin is not None and admin["is_admin"]
     again = runner.invoke(args=["create-user", "ADMIN@example.com", "--password", "password123"])
     assert again.exit_code == 1 and "already exists" in again.output
+
+
+async def test_behind_trusted_https_proxy_cookie_is_secure_host_prefixed(live_factory):
+    import httpx2
+
+    server = live_factory(CHATAPP_TRUSTED_PROXIES=["127.0.0.1/32"])  # the proxy middleware is ASGI: real HTTP
+    headers = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+    async with httpx2.AsyncClient(base_url=server.url) as client:
+        page = await client.get("/signup", headers=headers)
+        assert page.headers["strict-transport-security"].startswith("max-age=")
+        cookie = page.headers["set-cookie"]
+        assert cookie.startswith("__Host-chatapp_session=") and "Secure" in cookie and "Path=/" in cookie
+        plain = await client.get("/signup")  # same proxy, plain http: no HSTS, ordinary cookie
+        assert "strict-transport-security" not in plain.headers
+
+
+async def test_untrusted_forwarded_headers_are_ignored(app, client):
+    page = await client.get("/signup", headers={"X-Forwarded-Proto": "https"})
+    assert "Strict-Transport-Security" not in page.headers
+    assert page.headers["Set-Cookie"].startswith("chatapp_session=")

@@ -170,3 +170,73 @@ async def test_no_provider_explains_configuration_without_model_call(live_factor
     assert row["status"] == "error"
     assert "OPENAI_API_KEY" in row["error"] and "OPENAI_BASE_URL" in row["error"]
     assert model_server.count() == 0
+
+
+async def test_heartbeats_flow_while_the_model_is_silent(live_factory, db, model_server):
+    from live import WebUser
+
+    server = live_factory(CHATAPP_STREAM_HEARTBEAT_SECONDS=0.2)
+    person = WebUser(server.url)
+    await person.signup("heartbeat@example.com")
+    model_server.script(Reply(chunks=["hello", " again"], delay=1.2))
+    thread_id = await person.new_thread()
+    answer_id = await person.send(thread_id, "wait")
+    async with connect_sse(person.client, f"/messages/{answer_id}/stream") as stream:
+        async for event in stream:
+            if event.event == "done":
+                break
+        assert len(stream.comments) >= 3  # heartbeat comments while nothing happened
+    await person.close()
+
+
+async def test_first_answer_announces_the_title_on_its_stream(live, web_user, db, model_server):
+    model_server.script(Reply.text("Sure thing.", delay=0.05), Reply.text("Packing List Ideas"))
+    thread_id = await web_user.new_thread()
+    answer_id = await web_user.send(thread_id, "help me pack")
+    events, _ = await read_events(web_user.client, f"/messages/{answer_id}/stream", until=lambda e: e.event == "done")
+    titles = [e for e in events if e.event == "title"]
+    assert len(titles) == 1
+    soup = BeautifulSoup(titles[0].data, "html.parser")
+    swaps = {el["hx-swap-oob"]: el.get_text() for el in soup.find_all(attrs={"hx-swap-oob": True})}
+    assert swaps == {f"innerHTML:#thread-{thread_id} > a": "Packing List Ideas",
+                     f"innerHTML:#thread-title-{thread_id}": "Packing List Ideas"}
+    assert [e.event for e in events].index("title") < [e.event for e in events].index("done")
+
+
+async def test_thread_page_uses_cached_fragments_and_survives_cache_loss(live, web_user, db, model_server):
+    model_server.script(Reply.text("Cached **answer**."))
+    thread_id = await web_user.new_thread()
+    answer_id = await web_user.send(thread_id, "cache me")
+    await wait_status(db, answer_id)
+    first = await web_user.client.get(f"/threads/{thread_id}")
+    assert "<strong>answer</strong>" in first.text
+    redis = live.app.redis
+    key = redis.key("frag", __import__("chatapp.render", fromlist=["x"]).RENDERER_VERSION, answer_id)
+    cached = live.run(lambda: redis.fast.get(key))
+    assert cached is not None and b"<strong>answer</strong>" in cached
+    # A page served from the cache shows what the cache holds (proves the MGET path is used).
+    live.run(lambda: redis.fast.set(key, cached.replace(b"Cached", b"FromCache")))
+    assert "FromCache" in (await web_user.client.get(f"/threads/{thread_id}")).text
+    # With the fragment gone, the page renders from PostgreSQL again.
+    live.run(lambda: redis.fast.delete(key))
+    assert "Cached" in (await web_user.client.get(f"/threads/{thread_id}")).text
+
+
+async def test_fragment_cache_fails_open_when_redis_is_unreachable(app, user, db):
+    from chatapp import chat
+    from chatapp.cache import RedisStore
+    from chatapp.models import messages as messages_model
+
+    thread_id = await user.new_thread()
+    async with app.db.acquire() as conn:
+        message = await messages_model.insert_message(conn, uuid.UUID(thread_id), None, "assistant", "*still here*")
+    real = app.redis
+    app.redis = RedisStore("redis://127.0.0.1:1/0", real.prefix)  # nothing listens on port 1
+    try:
+        async with app.app_context():
+            items = await chat.render_messages([message])
+        assert "<em>still here</em>" in str(items[0].html)
+        assert app.redis.breaker.failures >= 1
+    finally:
+        await app.redis.close()
+        app.redis = real

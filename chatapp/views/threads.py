@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from quart import Blueprint, abort, current_app, g, redirect, request, url_for
 
-from .. import chat, generation
+from .. import chat, generation, usersettings
 from ..models import threads
 from ..sessions import login_required
 from ..templating import is_htmx, page
@@ -33,7 +33,9 @@ def _go(target: str):
 async def home():
     """The chat home: thread list and a composer that starts a new thread."""
     models = await chat.available_models()
-    return await page("home.html", threads=await chat.sidebar_threads(), thread=None, models=models)
+    default_model, _ = await usersettings.new_thread_defaults(g.user)  # preselected in the composer
+    return await page("home.html", threads=await chat.sidebar_threads(), thread=None, models=models,
+                      default_model=default_model)
 
 
 @bp.post("/threads")
@@ -42,14 +44,16 @@ async def create():
     """Create a thread; with `content`, send it as the first message."""
     form = await request.form
     content = form.get("content", "")
-    model = await chat.choose_model(form.get("model"))
+    # The user's saved defaults (Settings) apply unless the composer picked a model.
+    default_model, system_prompt = await usersettings.new_thread_defaults(g.user)
+    model = await chat.choose_model(form.get("model")) if form.get("model") else default_model
     if content.strip():
         chat.check_content(content)
         await chat.check_rate_limits(g.user.id)
     answer = None
     async with current_app.db.acquire() as conn:
         async with conn.transaction():
-            thread = await threads.insert_thread(conn, g.user.id, model=model)
+            thread = await threads.insert_thread(conn, g.user.id, model=model, system_prompt=system_prompt)
             if content.strip():
                 _, answer = await chat.start_exchange(conn, thread, content, parent_id=None)
     if answer is not None:  # only after the commit: the message is stored before the model is called
