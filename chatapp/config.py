@@ -11,7 +11,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-ROOT = Path(__file__).resolve().parent.parent
+def _find_root() -> Path:
+    """The release folder holding templates/, static/ and migrations/.
+
+    Beside the package for a checkout or an editable install; the working directory when the
+    package was installed into site-packages and the service runs from the release folder.
+    """
+    for candidate in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        if (candidate / "templates").is_dir() and (candidate / "migrations").is_dir():
+            return candidate
+    return Path(__file__).resolve().parent.parent
+
+
+ROOT = _find_root()
 
 
 def _bool(value: str) -> bool:

@@ -116,7 +116,10 @@ async def open_database(app) -> None:
     url = app.config.get("DATABASE_URL")
     if not url:
         instance_dir = Path(app.config["CHATAPP_INSTANCE_DIR"])
-        url, handle = await asyncio.to_thread(embedded.start_postgres, instance_dir)
+        try:
+            url, handle = await asyncio.to_thread(embedded.start_postgres, instance_dir)
+        except embedded.EmbeddedError as exc:
+            embedded.exit_with(exc)
         app.extensions["pgserver"] = handle
     app.config["EFFECTIVE_DATABASE_URL"] = url
     app.db = await create_pool(url, app.config["CHATAPP_DB_POOL_MAX"])

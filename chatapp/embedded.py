@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,12 @@ log = logging.getLogger(__name__)
 
 class EmbeddedError(RuntimeError):
     """An embedded service could not start; the message is one line for the user."""
+
+
+def exit_with(error: EmbeddedError) -> None:
+    """Print one clear line and end the process (a traceback would hide the cause)."""
+    print(f"chatapp: {error}", file=sys.stderr, flush=True)
+    os._exit(2)  # the ASGI server would otherwise wrap a SystemExit in pages of tracebacks
 
 
 def _prune_dead_pids(pgdata: Path) -> None:

@@ -259,6 +259,9 @@ async def stream_message(message_id: str):
     return response
 
 
+stream_message.event_stream = True  # documented as text/event-stream (api_docs.py)
+
+
 @bp.post("/messages/<message_id>/stop")
 @api_view
 @validate_response(MessageOut, 202)
