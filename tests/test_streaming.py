@@ -240,3 +240,11 @@ async def test_fragment_cache_fails_open_when_redis_is_unreachable(app, user, db
     finally:
         await app.redis.close()
         app.redis = real
+
+
+async def test_final_fragment_forms_carry_the_csrf_token(live, web_user, db, model_server):
+    thread_id = await web_user.new_thread()
+    answer_id = await web_user.send(thread_id, "token please")
+    events, _ = await read_events(web_user.client, f"/messages/{answer_id}/stream", until=lambda e: e.event == "done")
+    tokens = {i["value"] for i in BeautifulSoup(events[-1].data, "html.parser").select("input[name=csrf_token]")}
+    assert tokens == {web_user.token}

@@ -61,11 +61,15 @@ async def signup():
 
 
 def _landing():
-    """After login/signup: go home (HX-Location for htmx so the whole page changes)."""
+    """After login/signup: go home with a full page load.
+
+    HX-Redirect, not HX-Location: the session (and so its CSRF token) was just rotated, and
+    only a full load replaces the token that <body hx-headers> carries.
+    """
     target = url_for("threads.home")
     if request.headers.get("HX-Request"):
         response = current_app.response_class("", status=200)
-        response.headers["HX-Location"] = target
+        response.headers["HX-Redirect"] = target
         return response
     return redirect(target, 303)
 

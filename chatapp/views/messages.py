@@ -47,6 +47,8 @@ async def _exchange_reply(thread: threads.Thread, shown: list[messages.Message])
 async def send(thread_id: str):
     """Send a message (field `content`) and start its answer."""
     thread = await _own_thread(thread_id)
+    if thread.archived_at is not None:
+        abort(409, "This conversation is archived. Restore it from its page to continue it.")
     form = await request.form
     content = chat.check_content(form.get("content", ""))
     await chat.check_rate_limits(g.user.id)
@@ -64,9 +66,11 @@ async def stream(message_id: str):
     """Server-Sent Events of one answer; resumes after Last-Event-ID. Never starts work."""
     message = await _own_message(message_id)
     last_event_id = relay.valid_entry_id(request.headers.get("Last-Event-ID"))
-    user_id = g.user.id  # the streaming body runs after the request's `g` is gone
+    # The streaming body runs after the request's `g` is gone: keep what templates need.
+    user_id, session = g.user.id, g.session
 
     async def render_final(preserve_body: bool = False) -> str:
+        g.session = session  # its forms (Regenerate) carry this session's CSRF token
         async with current_app.db.acquire() as conn:
             final = await messages.select_message(conn, user_id, message.id)
         items = await chat.render_messages([final])

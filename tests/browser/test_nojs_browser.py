@@ -51,7 +51,7 @@ async def test_without_javascript_sign_up_send_see_the_answer_and_switch_threads
     assert await page.locator("#composer-input").is_visible()
     assert await page.locator("[data-theme-toggle]").is_hidden()  # it needs JavaScript
 
-    replies.append(Reply.text("The first answer arrives slowly, word by word.", delay=0.25))
+    replies.append(Reply.text("The first answer arrives slowly, word by word.", delay=0.2))
     first = await send_from_home(page, "First question")
     # While the answer streams the page carries <noscript><meta http-equiv=refresh>.
     assert await page.locator(REFRESH).count() == 1
@@ -81,7 +81,7 @@ async def test_without_javascript_sign_up_send_see_the_answer_and_switch_threads
     await answer_shown(page, "You said: A follow-up")
 
 
-async def test_without_javascript_the_phone_menu_still_opens(new_page):
+async def test_without_javascript_the_phone_menu_opens_and_closes(new_page):
     page = await new_page(java_script_enabled=False, viewport={"width": 375, "height": 812}, is_mobile=True,
                           has_touch=True)
     await page.goto("/signup")
@@ -93,3 +93,8 @@ async def test_without_javascript_the_phone_menu_still_opens(new_page):
     await page.click(".nav-button")  # a <label> for the checkbox: pure CSS
     await page.locator(".sidebar .new-chat").wait_for(state="visible")
     assert await page.evaluate("document.documentElement.scrollWidth") <= 375
+    await page.click(".nav-backdrop", position={"x": 360, "y": 400})  # beside the drawer: closes it
+    await page.locator(".sidebar .new-chat").wait_for(state="hidden")
+    await page.click(".nav-button")
+    await page.click(".sidebar .nav-close")
+    await page.locator(".sidebar .new-chat").wait_for(state="hidden")

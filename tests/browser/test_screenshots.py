@@ -101,10 +101,13 @@ async def test_screenshots_of_main_screens(new_page, ui_for, replies):
         # A fresh answer streams in each variant; Esc stops it afterwards (the "Stopped" status
         # then shows in the next variant's screenshot).
         await page.goto(streaming_url)
-        replies.append(Reply.text(STREAMING, delay=0.08))
+        # The model sends 30 words (3⅓ sentences), then stalls: the answer stays "streaming" and the page
+        # holds still for the picture (a page scrolling while captured shows sticky bars askew).
+        replies.append(Reply.text(STREAMING, delay=0.02, fault="stall", fault_after=30))
         streaming = ui_for(page)
         answer_id = await streaming.send(f"And now a story for the {variant} screenshot.")
-        await streaming.shows(answer_id, "number 2 keeps")
+        await streaming.shows(answer_id, "number 2 keeps the answer growing slowly. Streaming sentence number")
+        await page.wait_for_timeout(300)
         await shoot(page, f"streaming-{variant}")
         if phone:
             await no_sideways_scroll(page, "streaming")
