@@ -4,7 +4,6 @@ Real PostgreSQL and Redis (see tests/services.py), the scripted model server ove
 """
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
@@ -13,10 +12,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from chatapp import create_app  # noqa: E402
+from actions import Actions  # noqa: E402,F401  (tests import it from here too)
 from model_server import ModelServer  # noqa: E402
 import services  # noqa: E402
 
-CSRF_RE = re.compile(r'name="csrf-token" content="([^"]+)"')
 
 
 def pytest_report_header(config):
@@ -61,6 +60,7 @@ def overrides(test_services, model_server, tmp_path_factory):
         "CHATAPP_INSTANCE_DIR": str(tmp_path_factory.mktemp("instance")),
         "CHATAPP_MODEL_RETRIES": 0,
         "CHATAPP_REAPER_INTERVAL_SECONDS": 3600.0,
+        "CHATAPP_LOCAL_MODEL": "off",  # never start a local model server, even where the extra is installed
     }
 
 
@@ -85,41 +85,6 @@ def client(app):
 def runner(overrides):
     """A CLI runner for `quart` commands of a fresh app."""
     return create_app(overrides).test_cli_runner()
-
-
-class Actions:
-    """Multi-step user actions through HTTP, as a browser would do them."""
-
-    def __init__(self, client):
-        self.client = client
-
-    async def csrf(self, path: str = "/login") -> str:
-        """The CSRF token the page at `path` carries."""
-        response = await self.client.get(path)
-        match = CSRF_RE.search(await response.get_data(as_text=True))
-        assert match, f"no csrf meta tag on {path}"
-        return match.group(1)
-
-    async def signup(self, email: str = "ada@example.com", password: str = "correct horse battery"):
-        """Sign up (and so log in)."""
-        token = await self.csrf("/signup")
-        return await self.client.post("/signup", form={"email": email, "password": password, "csrf_token": token})
-
-    async def login(self, email: str, password: str):
-        token = await self.csrf("/login")
-        return await self.client.post("/login", form={"email": email, "password": password, "csrf_token": token})
-
-    async def post(self, path: str, form: dict | None = None, htmx: bool = False, token: str | None = None):
-        """A POST carrying this session's CSRF token."""
-        token = token if token is not None else await self.csrf("/")
-        headers = {"HX-Request": "true"} if htmx else {}
-        return await self.client.post(path, form={**(form or {}), "csrf_token": token}, headers=headers)
-
-    async def new_thread(self, content: str = "") -> str:
-        """Create a thread; return its id."""
-        response = await self.post("/threads", {"content": content} if content else {})
-        assert response.status_code == 303, response.status_code
-        return response.headers["Location"].rsplit("/", 1)[-1]
 
 
 @pytest.fixture
@@ -226,3 +191,13 @@ async def db(test_services):
     await _init_connection(conn)
     yield conn
     await conn.close()
+
+
+@pytest.fixture(scope="session")
+def moto_s3():
+    """moto's S3 server on loopback for the whole run (see tests/s3.py)."""
+    from s3 import MotoS3
+
+    server = MotoS3()
+    yield server
+    server.close()

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in {"DATABASE_URL", "REDIS_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "SECRET_KEY"}}
+    env["CHATAPP_LOCAL_MODEL"] = "off"
     env.update(extra)
     return env
 
