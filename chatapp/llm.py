@@ -4,13 +4,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 import httpx2
 import openai
 from quart import Quart
-from redis.exceptions import RedisError
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,8 @@ class ReplyStream:
                         self.finish_reason = choice.finish_reason
                     text = choice.delta.content if choice.delta else None
                     if text:
+                        # PostgreSQL text cannot hold NUL; the same replacement reaches every reader.
+                        text = text.replace("\x00", "\ufffd")
                         self.text_parts.append(text)
                         yield text
         finally:
@@ -162,13 +164,17 @@ async def list_models(app: Quart) -> list[str]:
     client = app.extensions.get("llm")
     if client is None:
         return []
-    key = app.redis.key("models")
-    try:
-        cached = await app.redis.fast.get(key)
-        if cached:
-            return json.loads(cached)
-    except (RedisError, OSError):
-        pass
+    # A copy in this process too: pages must not ask the provider each time Redis is down.
+    memo = app.extensions.get("models_memo")
+    if memo and time.monotonic() - memo[0] < MODELS_CACHE_SECONDS:
+        return memo[1]
+    store = app.redis
+    key = store.key("models")
+    cached = await store.guarded(lambda: store.fast.get(key))
+    if cached:
+        models = json.loads(cached)
+        app.extensions["models_memo"] = (time.monotonic(), models)
+        return models
     try:
         async with asyncio.timeout(5):
             page = await client.models.list()
@@ -176,8 +182,6 @@ async def list_models(app: Quart) -> list[str]:
     except Exception as exc:
         log.warning("could not list models: %s", exc)
         return []
-    try:
-        await app.redis.fast.set(key, json.dumps(models), ex=MODELS_CACHE_SECONDS)
-    except (RedisError, OSError):
-        pass
+    app.extensions["models_memo"] = (time.monotonic(), models)
+    await store.guarded(lambda: store.fast.set(key, json.dumps(models), ex=MODELS_CACHE_SECONDS))
     return models
