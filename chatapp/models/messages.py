@@ -48,6 +48,19 @@ class Message:
         return self.status == "streaming"
 
 
+def _siblings(alias: str) -> str:
+    """SQL for the ids of a message's siblings, oldest first.
+
+    `parent_id = x` uses the parent index; only roots (parent NULL) look within their thread.
+    (`IS NOT DISTINCT FROM` would be shorter but no index serves it: a table scan per row.)
+    """
+    return f"""(CASE WHEN {alias}.parent_id IS NULL
+                THEN ARRAY(SELECT s.id FROM messages s WHERE s.thread_id = {alias}.thread_id
+                           AND s.parent_id IS NULL ORDER BY s.created_at, s.id)
+                ELSE ARRAY(SELECT s.id FROM messages s WHERE s.parent_id = {alias}.parent_id
+                           ORDER BY s.created_at, s.id) END)"""
+
+
 def _message(row: asyncpg.Record) -> Message:
     data = dict(row)
     data["sibling_ids"] = list(data.get("sibling_ids") or [])
@@ -74,9 +87,7 @@ async def select_message(conn: asyncpg.Connection, user_id: uuid.UUID, message_i
         return None
     row = await conn.fetchrow(
         f"""SELECT {', '.join('m.' + c.strip() for c in COLUMNS.split(','))},
-                   ARRAY(SELECT s.id FROM messages s WHERE s.thread_id = m.thread_id
-                         AND s.parent_id IS NOT DISTINCT FROM m.parent_id
-                         ORDER BY s.created_at, s.id) AS sibling_ids
+                   {_siblings("m")} AS sibling_ids
             FROM messages m JOIN threads t ON t.id = m.thread_id
             WHERE m.id = $1 AND t.user_id = $2""",
         mid, user_id,
@@ -96,9 +107,7 @@ async def select_branch(conn: asyncpg.Connection, thread_id: uuid.UUID, leaf_id:
                 FROM messages p JOIN branch b ON p.id = b.parent_id
             )
             SELECT {COLUMNS},
-                   ARRAY(SELECT s.id FROM messages s WHERE s.thread_id = b.thread_id
-                         AND s.parent_id IS NOT DISTINCT FROM b.parent_id
-                         ORDER BY s.created_at, s.id) AS sibling_ids
+                   {_siblings("b")} AS sibling_ids
             FROM branch b ORDER BY depth DESC""",
         leaf_id, thread_id,
     )

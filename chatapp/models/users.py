@@ -1,6 +1,8 @@
 """Users: accounts with argon2 password hashes and case-insensitive unique emails."""
 from __future__ import annotations
 
+import asyncio
+import functools
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,11 +15,16 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from ..ids import parse_id, uuid7
 
 _hasher = PasswordHasher()
-# A real hash of a random password: verifying against it when the email is unknown costs the
-# same time as a real check, so response timing does not reveal which emails exist.
-_DUMMY_HASH = _hasher.hash(uuid.uuid4().hex)
 
-COLUMNS = "id, email, password_hash, display_name, is_admin, disabled_at, settings, created_at"
+
+@functools.lru_cache(maxsize=1)
+def _dummy_hash() -> str:
+    """A real hash of a random password: checking an unknown email against it costs the same
+    time as a real check, so timing does not reveal which emails exist. Made on first use,
+    not at import (each hash takes a noticeable fraction of a second)."""
+    return _hasher.hash(uuid.uuid4().hex)
+
+COLUMNS = "id, email, password_hash, display_name, is_admin, disabled_at, settings, created_at, session_epoch"
 
 
 @dataclass
@@ -32,6 +39,7 @@ class User:
     disabled_at: datetime | None
     settings: dict[str, Any]
     created_at: datetime
+    session_epoch: int = 0  # bumped to revoke every session (migrations/0006)
 
 
 def hash_password(password: str) -> str:
@@ -42,9 +50,14 @@ def hash_password(password: str) -> str:
 def verify_password(user: User | None, password: str) -> bool:
     """Check a password in constant-ish time whether or not the user exists."""
     try:
-        return _hasher.verify(user.password_hash if user else _DUMMY_HASH, password) and user is not None
+        return _hasher.verify(user.password_hash if user else _dummy_hash(), password) and user is not None
     except (VerificationError, InvalidHashError):
         return False
+
+
+async def check_password(user: User | None, password: str) -> bool:
+    """verify_password off the event loop: argon2 is deliberately slow and would stall every stream."""
+    return await asyncio.to_thread(verify_password, user, password)
 
 
 async def select_user(conn: asyncpg.Connection, user_id: str | uuid.UUID) -> User | None:
@@ -71,14 +84,15 @@ async def insert_user(
             VALUES ($1, $2, $3, $4, $5)
             ON CONFLICT DO NOTHING
             RETURNING {COLUMNS}""",
-        uuid7(), email.strip(), hash_password(password), display_name, is_admin,
+        uuid7(), email.strip(), await asyncio.to_thread(hash_password, password), display_name, is_admin,
     )
     return User(**row) if row else None
 
 
 async def update_password(conn: asyncpg.Connection, user_id: uuid.UUID, password: str) -> None:
     """Replace a user's password hash."""
-    await conn.execute("UPDATE users SET password_hash = $2 WHERE id = $1", user_id, hash_password(password))
+    password_hash = await asyncio.to_thread(hash_password, password)
+    await conn.execute("UPDATE users SET password_hash = $2 WHERE id = $1", user_id, password_hash)
 
 
 async def update_disabled(conn: asyncpg.Connection, user_id: uuid.UUID, disabled: bool) -> None:
@@ -87,6 +101,23 @@ async def update_disabled(conn: asyncpg.Connection, user_id: uuid.UUID, disabled
         "UPDATE users SET disabled_at = CASE WHEN $2 THEN now() ELSE NULL END WHERE id = $1",
         user_id, disabled,
     )
+
+
+async def bump_session_epoch(conn: asyncpg.Connection, user_id: uuid.UUID | str) -> int | None:
+    """Invalidate every session of a user (see chatapp/session_fallback.py); the new epoch."""
+    uid = parse_id(user_id)
+    if uid is None:
+        return None
+    return await conn.fetchval(
+        "UPDATE users SET session_epoch = session_epoch + 1 WHERE id = $1 RETURNING session_epoch", uid)
+
+
+async def select_session_epoch(conn: asyncpg.Connection, user_id: uuid.UUID | str) -> int:
+    """The epoch new sessions of a user are issued under (0 for unknown ids)."""
+    uid = parse_id(user_id)
+    if uid is None:
+        return 0
+    return await conn.fetchval("SELECT session_epoch FROM users WHERE id = $1", uid) or 0
 
 
 async def update_settings(conn: asyncpg.Connection, user_id: uuid.UUID, settings: dict[str, Any]) -> None:

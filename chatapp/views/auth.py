@@ -94,7 +94,7 @@ async def login():
             )
     async with current_app.db.acquire() as conn:
         user = await users.select_user_by_email(conn, email)
-    ok = users.verify_password(user, password) and user.disabled_at is None
+    ok = await users.check_password(user, password) and user.disabled_at is None
     if not ok:
         for name, subject in subjects:
             await ratelimit.hit(name, subject, limit, LOGIN_WINDOW)
