@@ -63,3 +63,16 @@ async def test_no_inline_script_in_pages(app, user):
         for script in soup.find_all("script"):
             assert script.get("src"), f"inline script on {path}"
         assert not any(attr.startswith("on") for tag in soup.find_all(True) for attr in tag.attrs)
+
+
+async def test_text_responses_are_gzipped_and_streams_are_not(app, client):
+    import gzip
+
+    page = await client.get("/login", headers={"Accept-Encoding": "gzip, br"})
+    assert page.headers["Content-Encoding"] == "gzip" and "Accept-Encoding" in page.headers["Vary"]
+    assert b"<form" in gzip.decompress(await page.get_data())
+    script = await client.get("/static/vendor/htmx.min.js", headers={"Accept-Encoding": "gzip"})
+    raw = gzip.decompress(await script.get_data())
+    assert script.headers["Content-Encoding"] == "gzip" and len(await script.get_data()) < len(raw) / 2
+    plain = await client.get("/login")
+    assert "Content-Encoding" not in plain.headers and b"<form" in await plain.get_data()
