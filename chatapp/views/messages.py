@@ -33,8 +33,12 @@ async def _exchange_reply(thread: threads.Thread, shown: list[messages.Message])
     """htmx: the new message fragments (the answer's placeholder opens the stream); else the page."""
     if not is_htmx():
         return redirect(url_for("threads.show", thread_id=thread.id), 303)
-    async with current_app.db.acquire() as conn:  # reloaded with their siblings ("< 2/2 >")
-        shown = [await messages.select_message(conn, g.user.id, m.id) for m in shown]
+    async with current_app.db.acquire() as conn:  # reloaded for their siblings ("< 2/2 >")
+        reloaded = [await messages.select_message(conn, g.user.id, m.id) for m in shown]
+    for message, fresh in zip(shown, reloaded):
+        # Only the siblings: a fast answer may already be final, yet the reply must still hold
+        # its placeholder (the HTTP contract); its stream then sends the final fragment at once.
+        message.sibling_ids = fresh.sibling_ids if fresh is not None else message.sibling_ids
     items = await chat.render_messages(shown)
     body = await render_template("_exchange.html", items=items, thread=thread)
     response = await make_response(body)
@@ -47,15 +51,21 @@ async def _exchange_reply(thread: threads.Thread, shown: list[messages.Message])
 async def send(thread_id: str):
     """Send a message (field `content`) and start its answer."""
     thread = await _own_thread(thread_id)
+    archived = "This conversation is archived. Restore it from its page to continue it."
     if thread.archived_at is not None:
-        abort(409, "This conversation is archived. Restore it from its page to continue it.")
+        abort(409, archived)
     form = await request.form
     content = chat.check_content(form.get("content", ""))
     await chat.check_rate_limits(g.user.id)
     async with current_app.db.acquire() as conn:
         async with conn.transaction():
-            locked = await conn.fetchval("SELECT current_leaf_id FROM threads WHERE id = $1 FOR UPDATE", thread.id)
-            user_message, answer = await chat.start_exchange(conn, thread, content, parent_id=locked)
+            # Locked, and checked again under the lock: the archiver may have run meanwhile.
+            locked = await conn.fetchrow(
+                "SELECT current_leaf_id, archived_at FROM threads WHERE id = $1 FOR UPDATE", thread.id)
+            if locked["archived_at"] is not None:
+                abort(409, archived)
+            user_message, answer = await chat.start_exchange(conn, thread, content,
+                                                             parent_id=locked["current_leaf_id"])
     generation.spawn(current_app, answer.id)
     return await _exchange_reply(thread, [user_message, answer])
 
