@@ -5,7 +5,7 @@ Groups use the server's time zone (a user's own zone is not known without JavaSc
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 import asyncpg
@@ -17,7 +17,6 @@ from .models.threads import Thread
 
 PAGE_SIZE = 50
 PINNED_LIMIT = 100  # pins are few by nature; more than this are not worth a page of their own
-FOLDER_PREVIEW = 10
 PINNED = "Pinned"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -34,14 +33,12 @@ class ThreadList(list):
     """Threads of one list page; iterating yields the threads, so plain loops keep working."""
 
     def __init__(self, rows: list[Row], next_cursor: str | None, *, folder: folders_model.Folder | None = None,
-                 folders: list[folders_model.Folder] | None = None,
-                 previews: dict[uuid.UUID, list[Thread]] | None = None) -> None:
+                 folders: list[folders_model.Folder] | None = None) -> None:
         super().__init__(row.thread for row in rows)
         self.rows = rows
         self.next_cursor = next_cursor
         self.folder = folder
         self.folders = folders or []
-        self.previews = previews or {}
 
 
 def group_label(updated_at: datetime, today: date) -> str:
@@ -90,7 +87,7 @@ def _today() -> date:
 
 
 async def sidebar(conn: asyncpg.Connection, user_id: uuid.UUID) -> ThreadList:
-    """The first page of the sidebar: pinned threads, the newest unfiled ones, and folders."""
+    """The first page of the sidebar: pinned threads, the newest others by date, and folders."""
     today = _today()
     pinned = await thread_list.select_pinned(conn, user_id, PINNED_LIMIT)
     threads = await thread_list.select_page(conn, user_id, limit=PAGE_SIZE + 1)
@@ -99,8 +96,7 @@ async def sidebar(conn: asyncpg.Connection, user_id: uuid.UUID) -> ThreadList:
     rows = [Row(PINNED if i == 0 else None, t) for i, t in enumerate(pinned)]
     rows += _rows(threads, None, today)
     folder_list = await folders_model.select_folders(conn, user_id)
-    previews = await thread_list.select_folder_previews(conn, user_id, FOLDER_PREVIEW) if folder_list else {}
-    return ThreadList(rows, encode_cursor(threads[-1]) if more else None, folders=folder_list, previews=previews)
+    return ThreadList(rows, encode_cursor(threads[-1]) if more else None, folders=folder_list)
 
 
 async def page(

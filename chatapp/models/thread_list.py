@@ -27,12 +27,12 @@ async def select_page(
 ) -> list[Thread]:
     """One page of threads older than the cursor `before` (updated_at, id).
 
-    Without a folder: the main list, i.e. threads neither pinned (they are listed apart) nor
-    filed in a folder. With a folder: every thread in it, pinned or not.
+    Without a folder: the main list, every thread but the pinned ones (they are listed apart).
+    With a folder: every thread in it, pinned or not.
     """
     stamp, last_id = before if before else (None, None)
     if folder_id is None:
-        where = "t.user_id = $1 AND t.folder_id IS NULL AND NOT t.pinned"
+        where = "t.user_id = $1 AND NOT t.pinned"
         args: list = [user_id]
     else:
         where = "t.user_id = $1 AND t.folder_id = $2"
@@ -45,22 +45,3 @@ async def select_page(
         *args, stamp, last_id, limit,
     )
     return [Thread(**row) for row in rows]
-
-
-async def select_folder_previews(
-    conn: asyncpg.Connection, user_id: uuid.UUID, per_folder: int
-) -> dict[uuid.UUID, list[Thread]]:
-    """The newest few threads of each of the user's folders (for the sidebar)."""
-    rows = await conn.fetch(
-        f"""SELECT {COLUMNS}, folder_id AS preview_folder_id FROM (
-                SELECT {_T_COLUMNS}, t.folder_id, row_number() OVER (
-                    PARTITION BY t.folder_id ORDER BY t.updated_at DESC, t.id DESC) AS n
-                FROM threads t WHERE t.user_id = $1 AND t.folder_id IS NOT NULL
-            ) ranked WHERE n <= $2 ORDER BY updated_at DESC, id DESC""",
-        user_id, per_folder,
-    )
-    previews: dict[uuid.UUID, list[Thread]] = {}
-    for row in rows:
-        data = dict(row)
-        previews.setdefault(data.pop("preview_folder_id"), []).append(Thread(**data))
-    return previews
