@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import importlib
-import logging
 import pkgutil
 from pathlib import Path
 from typing import Any
 
 from quart import Quart
 
-from . import cache, cli, config, csrf, db, errors, security, sessions, templating
+from . import cache, cli, compress, config, csrf, db, draining, errors, logs, metrics, security, sessions, templating
 from .config import ROOT
 
 
@@ -29,8 +28,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
     app.config["MAX_CONTENT_LENGTH"] = app.config["CHATAPP_MAX_BODY_BYTES"]
     # Browsers cache versioned assets for a year; templates add ?v= content hashes.
     app.config.setdefault("SEND_FILE_MAX_AGE_DEFAULT", 3600)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
+    # First: every later hook (and error) runs with a request id and is counted.
+    logs.init_app(app)
+    metrics.init_app(app)
+    compress.init_app(app)
     db.init_app(app)
     cache.init_app(app)
     sessions.init_app(app)
@@ -39,6 +40,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Quart:
     templating.init_app(app)
     errors.init_app(app)
     cli.init_app(app)
+    draining.init_app(app)
     _register_parts(app)
     return app
 
@@ -48,8 +50,11 @@ def _register_parts(app: Quart) -> None:
 
     A views module may also define `init_app(app)` for what its feature needs at start-up.
     """
-    from . import generation, views
+    from . import generation, local_model, views
 
+    # The bundled offline model (#10) first: its before_serving sets OPENAI_BASE_URL, which
+    # generation's before_serving (registered after it, so run after it) builds the client from.
+    local_model.init_app(app)
     generation.init_app(app)
     for info in sorted(pkgutil.iter_modules(views.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{views.__name__}.{info.name}")

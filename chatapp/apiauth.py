@@ -28,8 +28,7 @@ def bearer_token() -> str | None:
 
 
 async def _unauthorized(message: str, error: str | None = None) -> Any:
-    body, status = await errors.error_response(401, message)
-    response = await make_response(body, status)
+    response = await make_response(await errors.error_response(401, message))
     response.headers["WWW-Authenticate"] = REALM + (f', error="{error}"' if error else "")
     return response
 

@@ -31,7 +31,7 @@ Timestamp = Annotated[datetime, PlainSerializer(lambda v: v.isoformat(), return_
 
 
 class _Input(BaseModel):
-    """Request bodies refuse unknown fields, so a typo is an error instead of being ignored."""
+    """Request bodies and query strings refuse unknown fields: a typo is an error, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -42,6 +42,7 @@ class ErrorDetail(BaseModel):
     status: int = Field(description="The HTTP status code.")
     title: str = Field(description="A short, stable title for the status.")
     message: str = Field(description="A sentence for humans saying what to do.")
+    request_id: str | None = Field(None, description="The request's id in the server logs (quote it in support requests).")
 
 
 class Error(BaseModel):
@@ -108,7 +109,7 @@ class ThreadPage(BaseModel):
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
 
 
-class ThreadListQuery(BaseModel):
+class ThreadListQuery(_Input):
     """Paging through threads."""
 
     cursor: Annotated[Text, Field(max_length=200)] | None = None
@@ -138,7 +139,7 @@ class Exchange(BaseModel):
                                         "`done` the finished message.")
 
 
-class SearchQuery(BaseModel):
+class SearchQuery(_Input):
     """Full-text search (web-search syntax: words, \"quoted phrases\", -excluded, or)."""
 
     q: Annotated[Text, Field(min_length=1, max_length=500)]

@@ -14,7 +14,7 @@ from pathlib import Path
 import redis.asyncio as aredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError, RedisError, TimeoutError as RedisTimeoutError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,8 @@ class CircuitBreaker:
 
     Once open, no request tries Redis again: a background probe (RedisStore.available) pings
     it every `cooldown` seconds and closes the breaker when it answers. So a hung Redis costs
-    at most the first `threshold` failing calls, never one request per cooldown.
+    one timed-out call (a timeout opens it at once; refusals count up to `threshold`), never
+    one request per cooldown.
     """
 
     threshold: int = 3
@@ -109,9 +110,16 @@ class RedisStore:
         self.breaker.record(ok)
 
     def failed(self, exc: BaseException) -> None:
-        """Count a failed call (may open the breaker)."""
+        """Count a failed call (may open the breaker); a timeout opens it at once.
+
+        A refused connection costs nothing, so a few are tolerated; a timeout means Redis hangs
+        and every further call would cost the full socket timeout (PITFALLS.md).
+        """
         was_open = self.breaker.is_open
         self.breaker.record(False)
+        if isinstance(exc, (RedisTimeoutError, TimeoutError)) and not self.breaker.is_open:
+            self.breaker.failures = self.breaker.threshold
+            self.breaker.opened_at = time.monotonic()
         if self.breaker.is_open and not was_open:
             log.warning("Redis failing (%r): circuit breaker open, skipping Redis", exc)
 

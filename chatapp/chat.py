@@ -47,8 +47,20 @@ def check_content(content: str) -> str:
     return content
 
 
+async def require_streaming() -> None:
+    """Abort 503 before anything is stored when Redis, which carries every answer, is unreachable."""
+    store = current_app.redis
+    if not await store.guarded(store.fast.ping, default=False):
+        abort(503, "Answers cannot be streamed right now because the cache server is unreachable. "
+                   "Your message was not sent; try again in a moment.")
+
+
 async def check_rate_limits(user_id: uuid.UUID) -> None:
-    """Abort 429 (before any model call) when the user sends too fast or runs too many answers."""
+    """Abort 503 without Redis, 429 when the user sends too fast or runs too many answers.
+
+    Called by every route that starts an answer, before the message is stored or the model called.
+    """
+    await require_streaming()
     runtime = await app_settings.effective(current_app)
     concurrent = int(runtime["CHATAPP_MAX_CONCURRENT_GENERATIONS"])
     async with current_app.db.acquire() as conn:

@@ -49,6 +49,22 @@ def _signup(value: str) -> str:
     return value
 
 
+def _local_model(value: str) -> str:
+    """The bundled local model either starts automatically or never."""
+    value = value.strip().lower()
+    if value not in {"auto", "off"}:
+        raise ValueError("expected 'auto' or 'off'")
+    return value
+
+
+def _log_format(value: str) -> str:
+    """Logs are JSON lines or human-readable text."""
+    value = value.strip().lower()
+    if value not in {"json", "text"}:
+        raise ValueError("expected 'json' or 'text'")
+    return value
+
+
 @dataclass(frozen=True)
 class Setting:
     """One configuration knob read from the environment."""
@@ -69,6 +85,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CHATAPP_DB_POOL_MAX", 10, "Largest number of PostgreSQL connections one process opens.", int),
     Setting("OPENAI_API_KEY", None, "API key of the model provider. Local servers (Ollama, vLLM, llama.cpp) need none."),
     Setting("OPENAI_BASE_URL", None, "OpenAI-compatible endpoint, e.g. `http://127.0.0.1:11434/v1` for Ollama. Unset: OpenAI."),
+    Setting("CHATAPP_LOCAL_MODEL", "auto", "`auto` runs the bundled SmolLM2 model with llama.cpp when the `local` extra is installed and neither OPENAI_API_KEY nor OPENAI_BASE_URL is set; `off` never does.", _local_model),
+    Setting("CHATAPP_LOCAL_MODEL_START_TIMEOUT", 60.0, "Seconds to wait for the local model server to answer after it is started (or restarted).", float),
     Setting("CHATAPP_MODELS", [], "Comma-separated models offered to users. Unset: the provider's `/v1/models` list (cached).", _csv, runtime=True),
     Setting("CHATAPP_DEFAULT_MODEL", "gpt-4o-mini", "Model used for new threads.", runtime=True),
     Setting("CHATAPP_MODEL_CONNECT_TIMEOUT", 5.0, "Seconds to wait for the model server to accept a connection.", float),
@@ -87,6 +105,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CHATAPP_API_WAIT_SECONDS", 50.0, "Longest an API send with `stream: false` waits for the answer before answering 202 (keep it under the load balancer's idle timeout).", float),
     Setting("CHATAPP_LEASE_SECONDS", 15, "Lease of a running generation; when it lapses the reaper marks the answer interrupted.", int),
     Setting("CHATAPP_REAPER_INTERVAL_SECONDS", 10.0, "How often each instance looks for answers whose instance died.", float),
+    Setting("CHATAPP_DB_TIMEOUT", 5.0, "Seconds a request waits for PostgreSQL (connect, pool, each query) before it answers 503.", float),
+    Setting("CHATAPP_LOG_FORMAT", "text", "`text` for people (`quart run`); `json` writes one JSON object a line with the request id (use it in production).", _log_format),
+    Setting("CHATAPP_METRICS_TOKEN", None, "Bearer token Prometheus sends to `GET /metrics`. Unset: `/metrics` answers 404."),
     Setting("CHATAPP_TRUSTED_PROXIES", [], "Comma-separated CIDRs of proxies (e.g. the ALB's VPC) whose X-Forwarded-* headers are trusted.", _csv),
     Setting("ARCHIVE_URL", None, "Where backups and archived threads go: `s3://bucket/prefix` or a folder. Unset: `<instance>/archive`."),
     Setting("STATIC_PUBLISH_URL", None, "Where `publish-static` uploads assets: `s3://bucket/prefix` or a folder."),

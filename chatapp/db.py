@@ -6,6 +6,7 @@ stream would otherwise hold a pool connection for minutes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -44,11 +45,46 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
-async def create_pool(url: str, max_size: int = 10) -> asyncpg.Pool:
-    """Open the connection pool with our codecs on every connection."""
+async def create_pool(url: str, max_size: int = 10, timeout: float = 30.0) -> asyncpg.Pool:
+    """Open the connection pool with our codecs on every connection.
+
+    `timeout` bounds connecting and every query: a hung PostgreSQL raises TimeoutError
+    (answered 503 by errors.py) instead of holding the request forever.
+    """
     return await asyncpg.create_pool(
-        url, min_size=1, max_size=max_size, init=_init_connection, command_timeout=30
+        url, min_size=1, max_size=max_size, init=_init_connection, command_timeout=timeout, timeout=timeout
     )
+
+
+class Database:
+    """The serving pool, with a deadline on acquiring (and so on releasing) a connection."""
+
+    def __init__(self, pool: asyncpg.Pool, timeout: float) -> None:
+        self.pool, self.timeout = pool, timeout
+
+    @contextlib.asynccontextmanager
+    async def acquire(self):
+        """`async with db.acquire() as conn`: like Pool.acquire, but never waits forever."""
+        conn = await self.pool.acquire(timeout=self.timeout)
+        try:
+            yield conn
+        except TimeoutError:
+            # A query timed out: PostgreSQL may be hung, so do not also wait for the
+            # cancellation to come back; drop the connection (the pool opens a new one).
+            conn.terminate()
+            raise
+        finally:
+            await self.pool.release(conn, timeout=self.timeout)
+
+    async def close(self) -> None:
+        """Close gracefully, or terminate when PostgreSQL does not answer."""
+        try:
+            await asyncio.wait_for(self.pool.close(), self.timeout)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            self.pool.terminate()
+
+    def __getattr__(self, name: str):
+        return getattr(self.pool, name)
 
 
 def list_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
@@ -109,8 +145,12 @@ async def schema_version(conn: asyncpg.Connection) -> int:
     return await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
 
 
-async def open_database(app) -> None:
-    """Resolve the URL (starting the embedded server if none is set), open the pool, migrate."""
+async def open_database(app, serving: bool = False) -> None:
+    """Resolve the URL (starting the embedded server if none is set), migrate, open the pool.
+
+    Serving pools bound connects, acquires and queries by CHATAPP_DB_TIMEOUT; CLI pools keep
+    30 s (a backup's queries may be long).
+    """
     from . import embedded
 
     url = app.config.get("DATABASE_URL")
@@ -122,9 +162,14 @@ async def open_database(app) -> None:
             embedded.exit_with(exc)
         app.extensions["pgserver"] = handle
     app.config["EFFECTIVE_DATABASE_URL"] = url
-    app.db = await create_pool(url, app.config["CHATAPP_DB_POOL_MAX"])
-    async with app.db.acquire() as conn:
+    # Migrations get their own connection without the short request timeout: they may be slow.
+    conn = await asyncpg.connect(url)
+    try:
         applied = await migrate(conn)
+    finally:
+        await conn.close()
+    timeout = app.config["CHATAPP_DB_TIMEOUT"] if serving else 30.0
+    app.db = Database(await create_pool(url, app.config["CHATAPP_DB_POOL_MAX"], timeout), timeout)
     if applied:
         log.info("applied migrations %s", applied)
 
@@ -146,7 +191,7 @@ def init_app(app) -> None:
 
     @app.before_serving
     async def _open() -> None:
-        await open_database(app)
+        await open_database(app, serving=True)
 
     @app.after_serving
     async def _close() -> None:

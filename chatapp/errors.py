@@ -4,10 +4,22 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import asyncpg
 from quart import Quart, render_template, request
+from redis import exceptions as redis_errors
 from werkzeug.exceptions import HTTPException
 
+from . import logs
+
 log = logging.getLogger(__name__)
+
+UNAVAILABLE_MESSAGE = "The server cannot reach its database or cache right now. Try again in a moment."
+# Errors that mean "a dependency is down or hung", answered 503 instead of 500. TimeoutError
+# covers asyncpg's connect/acquire/command timeouts and the request deadlines (db.py).
+DEPENDENCY_ERRORS = (
+    TimeoutError, ConnectionError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
+    redis_errors.ConnectionError, redis_errors.TimeoutError,
+)
 
 TITLES = {
     400: "That didn't look right",
@@ -32,13 +44,17 @@ def _wants_json() -> bool:
 async def error_response(status: int, message: str) -> Any:
     """An error as JSON (API), a fragment (htmx) or a full page."""
     title = TITLES.get(status, "Error")
+    request_id = logs.current_request_id()  # quoted by users in support requests; matches the logs
     if _wants_json():
-        return {"error": {"status": status, "title": title, "message": message}}, status
+        # Always (body, status, headers): callers add headers such as Retry-After.
+        return {"error": {"status": status, "title": title, "message": message, "request_id": request_id}}, status, {}
     if request.headers.get("HX-Request"):
         # htmx shows error fragments in the page's flash area, whatever the request targeted.
-        body = await render_template("_error.html", status=status, title=title, message=message)
+        body = await render_template("_error.html", status=status, title=title, message=message,
+                                     request_id=request_id)
         return body, status, {"Vary": "HX-Request", "HX-Retarget": "#flash", "HX-Reswap": "innerHTML"}
-    body = await render_template("error.html", status=status, title=title, message=message)
+    body = await render_template("error.html", status=status, title=title, message=message,
+                                 request_id=request_id)
     return body, status, {"Vary": "HX-Request"}
 
 
@@ -58,6 +74,16 @@ def init_app(app: Quart) -> None:
         if error.code == 429 and getattr(error, "retry_after", None):
             response[2]["Retry-After"] = str(error.retry_after)
         return response
+
+    async def _dependency_down(error: Exception) -> Any:
+        # PostgreSQL or Redis did not answer in time (or refused): a clear, fast 503, no traceback.
+        log.warning("dependency unavailable on %s %s: %r", request.method, request.path, error)
+        response = await error_response(503, UNAVAILABLE_MESSAGE)
+        response[2]["Retry-After"] = "5"
+        return response
+
+    for kind in DEPENDENCY_ERRORS:
+        app.register_error_handler(kind, _dependency_down)
 
     @app.errorhandler(Exception)
     async def _unexpected(error: Exception) -> Any:

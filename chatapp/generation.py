@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from quart import Quart
 from redis.exceptions import RedisError
 
-from . import llm, prompt, titles
+from . import llm, metrics, prompt, titles
 from .models import messages, threads
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,8 @@ class Running:
     message_id: uuid.UUID
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     text: list[str] = field(default_factory=list)
+    spawned_at: float = field(default_factory=time.monotonic)  # the send was acknowledged
+    first_token_at: float | None = None
 
 
 def stream_key(app: Quart, message_id: uuid.UUID | str) -> str:
@@ -117,6 +119,8 @@ async def _keep_lease(app: Quart, running: Running) -> None:
 
 async def _consume(stream: llm.ReplyStream, running: Running, writer: _StreamWriter) -> None:
     async for delta in stream:
+        if running.first_token_at is None:
+            running.first_token_at = time.monotonic()
         running.text.append(delta)
         writer.add(delta)
 
@@ -191,6 +195,8 @@ async def _finish(app: Quart, running: Running, writer: _StreamWriter, stream, m
                 finish_reason=outcome.get("finish_reason"),
                 duration_ms=int((time.monotonic() - started) * 1000), error=outcome.get("error"),
             )
+            if won:
+                _count(app, running, outcome["status"], usage)
             if won and outcome["status"] == "complete":
                 await titles.maybe_title(app, conn, message_id, text)
         await publish_done(app, message_id, outcome["status"])
@@ -202,6 +208,17 @@ async def _finish(app: Quart, running: Running, writer: _StreamWriter, stream, m
             await app.redis.fast.delete(lease_key(app, message_id))
         except (RedisError, OSError):
             pass
+
+
+def _count(app: Quart, running: Running, status: str, usage) -> None:
+    """Metrics of one finished answer: outcome, time to first token, tokens."""
+    instruments = metrics.of(app)
+    instruments.generations.inc(status=status)
+    if running.first_token_at is not None:
+        instruments.first_token_seconds.observe(running.first_token_at - running.spawned_at)
+    if usage is not None:
+        instruments.tokens.inc(usage.prompt_tokens, kind="prompt")
+        instruments.tokens.inc(usage.completion_tokens, kind="completion")
 
 
 async def publish_done(app: Quart, message_id: uuid.UUID, status: str) -> None:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from quart import Quart
 from redis.exceptions import RedisError
 
+from . import logs
+
 log = logging.getLogger(__name__)
 
 BLOCK_MS = 5000
@@ -79,6 +81,7 @@ class StreamHub:
         return positions
 
     async def _loop(self) -> None:
+        logs.forget_request()  # started by one reader's request, it serves every reader after
         redis = self.app.redis.blocking
         shutdown = asyncio.ensure_future(self.app.shutdown_event.wait())
         try:

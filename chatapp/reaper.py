@@ -13,7 +13,7 @@ import uuid
 from quart import Quart
 from redis.exceptions import RedisError
 
-from . import generation
+from . import generation, metrics
 from .models import messages
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,7 @@ async def reap_once(app: Quart, min_age_seconds: float | None = None) -> list[uu
     if not await redis.set(lock, b"1", nx=True, px=int(max(1.0, app.config["CHATAPP_REAPER_INTERVAL_SECONDS"]) * 1000)):
         return []
     reaped = []
+    metrics.of(app).reaper_runs.inc()
     try:
         async with app.db.acquire() as conn:
             candidates = await messages.select_streaming(conn, min_age)
@@ -102,6 +103,7 @@ async def reap_once(app: Quart, min_age_seconds: float | None = None) -> list[uu
             if won:
                 await generation.publish_done(app, message_id, "interrupted")
                 reaped.append(message_id)
+                metrics.of(app).reaper_interrupted.inc()
                 log.info("reaped answer %s (%d characters kept)", message_id, len(text))
     finally:
         await redis.delete(lock)

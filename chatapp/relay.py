@@ -15,7 +15,7 @@ from typing import AsyncIterator, Awaitable, Callable
 
 from quart import Quart
 
-from . import generation, hub, render, sse
+from . import generation, hub, metrics, render, sse
 
 TAIL_INTERVAL_SECONDS = 0.1  # the open block is re-sent at most this often (10 per second)
 _ENTRY_ID_CHARS = set("0123456789-")
@@ -66,6 +66,17 @@ class Relay:
 
     async def events(self, last_event_id: bytes | None, heartbeat: float) -> AsyncIterator[bytes]:
         """Yield SSE bytes until the answer is done (or the app shuts down)."""
+        gauge = metrics.of(self.app).active_streams
+        gauge.inc()
+        inner = self._events(last_event_id, heartbeat)
+        try:
+            async for chunk in inner:
+                yield chunk
+        finally:
+            gauge.dec()
+            await inner.aclose()  # unsubscribe from the hub now, not when the GC gets to it
+
+    async def _events(self, last_event_id: bytes | None, heartbeat: float) -> AsyncIterator[bytes]:
         entries = await self.app.redis.fast.xrange(self.key)
         if last_event_id is not None:
             seen = [e for e in entries if hub._id_tuple(e[0]) <= hub._id_tuple(last_event_id)]

@@ -188,7 +188,8 @@ _CLEANER = nh3.Cleaner(
         "th", "td", "a", "div", "span", "button",
     },  # fmt: skip
     clean_content_tags={"script", "style"},
-    attributes={"a": {"href"}, "ol": {"start"}},
+    # "*": nothing on every tag (nh3 would otherwise keep `title` and `lang` everywhere).
+    attributes={"*": set(), "a": {"href"}, "ol": {"start"}},
     tag_attribute_values={"button": {"type": {"button"}, "aria-label": {"Copy code"}}},
     # Only classes we emit ourselves, so output can never hook into app CSS or JS.
     allowed_classes={

@@ -2,7 +2,10 @@
 
 Anonymous visitors get a short-lived session only when a page needs a CSRF token (login and
 signup forms); logging in rotates the id. Every session id of a user is also kept in a set
-so all of them can be revoked at once (logout everywhere, password change, disable).
+so all of them can be revoked at once (logout everywhere, password change, disable); the
+user's session epoch in PostgreSQL makes that revocation hold even when Redis cannot be
+reached. While Redis is unreachable, a logged-in session keeps working from the signed copy
+in its cookie (chatapp/session_fallback.py); logins and new sessions answer 503 until it is back.
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ from typing import Any, Callable
 
 from quart import Quart, current_app, g, redirect, request, url_for
 from redis.exceptions import RedisError
+
+from . import session_fallback
 
 ANONYMOUS_TTL_SECONDS = 2 * 3600
 COOKIE_NAME = "chatapp_session"
@@ -33,6 +38,8 @@ class Session:
     fresh: bool = False  # the cookie must be (re)sent
     ended: bool = False  # the cookie must be cleared
     data: dict[str, Any] = field(default_factory=dict)
+    epoch: int = 0  # the user's session epoch when this session was issued
+    fallback: bool = False  # read from the signed cookie because Redis was unreachable
 
 
 def _cookie_name() -> str:
@@ -56,14 +63,19 @@ def _user_sessions_key(user_id: str) -> str:
 
 async def load_session() -> Session:
     """Read the session named by the request cookie (an empty Session when there is none)."""
-    sid = request.cookies.get(SECURE_COOKIE_NAME) or request.cookies.get(COOKIE_NAME)
-    if not sid or len(sid) > 64:
+    cookie = request.cookies.get(SECURE_COOKIE_NAME) or request.cookies.get(COOKIE_NAME)
+    sid, stamp = session_fallback.parse(current_app.config["SECRET_KEY"], cookie)
+    if sid is None:
         return Session()
-    redis = current_app.redis.fast
+    store = current_app.redis
     key = _session_key(sid)
-    try:
-        raw = await redis.hgetall(key)
-    except (RedisError, OSError):
+    missing = object()
+    raw = await store.guarded(lambda: store.fast.hgetall(key), default=missing)
+    if raw is missing:  # Redis unreachable: the signed copy in the cookie may stand in
+        now = time.time()
+        if stamp is not None and session_fallback.usable(stamp, now):
+            return Session(sid=sid, user_id=stamp.user_id, csrf=stamp.csrf, created=stamp.issued,
+                           epoch=stamp.epoch, fallback=True)
         return Session()
     if not raw:
         return Session(ended=True)
@@ -73,13 +85,14 @@ async def load_session() -> Session:
         user_id=data.get("user_id") or None,
         csrf=data.get("csrf", ""),
         created=float(data.get("created", "0")),
+        epoch=int(data.get("epoch", "0") or 0),
     )
     if session.user_id:
         # Sliding expiry: each visit pushes the end of a logged-in session forward.
-        try:
-            await redis.expire(key, _ttl(session.user_id))
-        except (RedisError, OSError):
-            pass
+        await store.guarded(lambda: store.fast.expire(key, _ttl(session.user_id)))
+        # Keep the cookie's signed copy recent, so it can stand in during a Redis outage.
+        if session_fallback.needs_refresh(stamp, time.time()) or (stamp and stamp.csrf != session.csrf):
+            session.fresh = True
     return session
 
 
@@ -91,23 +104,29 @@ def _ttl(user_id: str | None) -> int:
 
 async def _store(session: Session) -> None:
     """Write a session's hash and index it under its user."""
-    redis = current_app.redis.fast
+    store = current_app.redis
     key = _session_key(session.sid)
-    mapping = {"csrf": session.csrf, "created": str(session.created), "user_id": session.user_id or ""}
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(key, mapping=mapping)
-        pipe.expire(key, _ttl(session.user_id))
-        if session.user_id:
-            index = _user_sessions_key(session.user_id)
-            pipe.sadd(index, _digest(session.sid))
-            pipe.expire(index, _ttl(session.user_id))
-        await pipe.execute()
+    mapping = {"csrf": session.csrf, "created": str(session.created), "user_id": session.user_id or "",
+               "epoch": str(session.epoch)}
+    try:
+        async with store.fast.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping=mapping)
+            pipe.expire(key, _ttl(session.user_id))
+            if session.user_id:
+                index = _user_sessions_key(session.user_id)
+                pipe.sadd(index, _digest(session.sid))
+                pipe.expire(index, _ttl(session.user_id))
+            await pipe.execute()
+    except (RedisError, OSError) as exc:
+        store.failed(exc)  # counts towards the breaker; the request answers 503
+        raise
 
 
 async def ensure_session() -> Session:
     """Return the request's session, creating an anonymous one (for its CSRF token) if needed."""
     session: Session = g.session
     if session.sid is None:
+        current_app.redis.require()  # answered 503 at once while the breaker is open
         session.sid = secrets.token_urlsafe(32)
         session.csrf = secrets.token_urlsafe(32)
         session.created = time.time()
@@ -119,11 +138,16 @@ async def ensure_session() -> Session:
 async def login(user_id: str) -> Session:
     """Start a logged-in session with a new id (rotation defeats session fixation)."""
     old: Session = g.session
+    current_app.redis.require()  # a session we could not revoke later is never issued
     if old.sid:
         await current_app.redis.fast.delete(_session_key(old.sid))
+    async with current_app.db.acquire() as conn:
+        from .models import users
+
+        epoch = await users.select_session_epoch(conn, user_id)
     session = Session(
         sid=secrets.token_urlsafe(32), user_id=str(user_id), csrf=secrets.token_urlsafe(32),
-        created=time.time(), fresh=True,
+        created=time.time(), fresh=True, epoch=epoch,
     )
     await _store(session)
     g.session = session
@@ -134,23 +158,47 @@ async def logout() -> None:
     """End the current session and clear its cookie."""
     session: Session = g.session
     if session.sid:
-        redis = current_app.redis.fast
-        await redis.delete(_session_key(session.sid))
-        if session.user_id:
-            await redis.srem(_user_sessions_key(session.user_id), _digest(session.sid))
+        store = current_app.redis
+
+        async def forget() -> bool:
+            await store.fast.delete(_session_key(session.sid))
+            if session.user_id:
+                await store.fast.srem(_user_sessions_key(session.user_id), _digest(session.sid))
+            return True
+
+        if not await store.guarded(forget, default=False) and session.user_id:
+            # Redis is unreachable, so this one session cannot be deleted there: end all of the
+            # user's sessions through PostgreSQL instead (a logout must never silently fail).
+            await _bump_epoch(session.user_id)
     g.session = Session(ended=True)
 
 
+async def _bump_epoch(user_id: str) -> None:
+    from .models import users
+
+    async with current_app.db.acquire() as conn:
+        await users.bump_session_epoch(conn, user_id)
+
+
 async def revoke_all(user_id: str) -> int:
-    """End every session of a user (logout everywhere, password change, disable)."""
-    redis = current_app.redis.fast
+    """End every session of a user (logout everywhere, password change, disable).
+
+    PostgreSQL first (the epoch makes every existing session invalid even if Redis is down),
+    then the Redis copies are deleted when Redis answers.
+    """
+    await _bump_epoch(str(user_id))
+    store = current_app.redis
     index = _user_sessions_key(str(user_id))
-    digests = await redis.smembers(index)
-    keys = [current_app.redis.key("sess", d.decode()) for d in digests]
-    if keys:
-        await redis.delete(*keys)
-    await redis.delete(index)
-    return len(keys)
+
+    async def delete_all() -> int:
+        digests = await store.fast.smembers(index)
+        keys = [store.key("sess", d.decode()) for d in digests]
+        if keys:
+            await store.fast.delete(*keys)
+        await store.fast.delete(index)
+        return len(keys)
+
+    return await store.guarded(delete_all, default=0)
 
 
 async def set_cookie(response: Any) -> Any:
@@ -160,8 +208,12 @@ async def set_cookie(response: Any) -> Any:
         return response
     secure = request.scheme == "https"
     if session.fresh and session.sid:
+        stamp = None
+        if session.user_id:
+            stamp = session_fallback.Stamp(session.user_id, session.csrf, session.epoch, time.time())
+        value = session_fallback.cookie_value(current_app.config["SECRET_KEY"], session.sid, stamp)
         response.set_cookie(
-            _cookie_name(), session.sid, max_age=_ttl(session.user_id), path="/",
+            _cookie_name(), value, max_age=_ttl(session.user_id), path="/",
             httponly=True, secure=secure, samesite="Lax",
         )
     elif session.ended:
@@ -204,6 +256,9 @@ def init_app(app: Quart) -> None:
             if user is None or user.disabled_at is not None:
                 # Disabled or deleted accounts lose their sessions on the next request.
                 await revoke_all(g.session.user_id)
+                g.session = Session(ended=True)
+            elif user.session_epoch != g.session.epoch:
+                # Revoked (logout everywhere, password change) while Redis could not be told.
                 g.session = Session(ended=True)
             else:
                 g.user = user

@@ -38,3 +38,17 @@ def assemble(events) -> str:
         elif event.event == "tail":
             tail = event.data
     return text_of("".join(blocks) + tail)
+
+
+def page_text(events) -> str:
+    """What a page shows once the stream ended with `done`.
+
+    A `done` fragment whose body is not `hx-preserve` (the stream was answered from PostgreSQL,
+    e.g. after reconnecting to a finished answer) replaces the streamed text; otherwise the page
+    keeps what the reset/block/tail events built.
+    """
+    if events and events[-1].event == "done":
+        body = BeautifulSoup(events[-1].data, "html.parser").select_one(".msg-body")
+        if body is not None and not body.has_attr("hx-preserve"):
+            return text_of(str(body))
+    return assemble(events)

@@ -212,7 +212,7 @@ def test_server_dies_with_an_owner_killed_by_sigkill(tmp_path):
 @pytest.fixture
 def overrides(overrides):
     """No provider configured, the stand-in as the local model, the default model left as shipped."""
-    return {**overrides, "OPENAI_BASE_URL": None, "OPENAI_API_KEY": None,
+    return {**overrides, "OPENAI_BASE_URL": None, "OPENAI_API_KEY": None, "CHATAPP_LOCAL_MODEL": "auto",
             "LOCAL_MODEL_COMMAND": standin("--model-id", local_model.MODEL_ID),
             "CHATAPP_DEFAULT_MODEL": config.BY_NAME["CHATAPP_DEFAULT_MODEL"].default}
 

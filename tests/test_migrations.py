@@ -12,11 +12,13 @@ from services import _create_database, _drop_database, _with_database
 EXPECTED = {
     "users": {"id", "email", "password_hash", "display_name", "is_admin", "disabled_at", "settings", "created_at"},
     "threads": {"id", "user_id", "title", "model", "system_prompt", "params", "current_leaf_id", "pinned",
-                "folder", "created_at", "updated_at", "archived_at", "archive_key"},
+                "folder", "folder_id", "created_at", "updated_at", "archived_at", "archive_key"},
     "messages": {"id", "thread_id", "parent_id", "role", "content", "status", "model", "prompt_tokens",
                  "completion_tokens", "usage_estimated", "finish_reason", "duration_ms", "error",
                  "created_at", "finished_at", "search"},
     "app_settings": {"key", "value", "updated_at", "updated_by"},
+    "folders": {"id", "user_id", "name", "created_at"},
+    "shares": {"id", "thread_id", "user_id", "title", "messages", "created_at"},
 }
 
 
@@ -40,7 +42,7 @@ async def test_blank_database_migrates_to_expected_columns_and_rerun_is_noop(bla
     indexes = {r["indexname"] for r in await blank_database.fetch("SELECT indexname FROM pg_indexes")}
     assert {"threads_user_updated_idx", "messages_search_idx", "users_email_lower_key"} <= indexes
     assert await chatdb.migrate(blank_database) == []
-    assert await chatdb.schema_version(blank_database) == len(applied)
+    assert await chatdb.schema_version(blank_database) == max(applied)  # numbers may have gaps
 
 
 async def test_database_ahead_of_code_refuses_to_start(blank_database):

@@ -7,7 +7,9 @@ import pytest
 
 from chatapp import create_app
 
-PUBLIC = {"health.healthz", "health.readyz", "auth.login", "auth.signup", "auth.logout", "static"}
+PUBLIC = {"health.healthz", "health.readyz", "auth.login", "auth.signup", "auth.logout", "static",
+          "api_docs.openapi", "api_docs.docs"}  # the API's documentation holds no data
+PUBLIC |= {"share.public"}  # share links are read without an account (the unguessable id is the key)
 SAFE = {"GET", "HEAD", "OPTIONS"}
 
 
@@ -42,7 +44,7 @@ async def test_state_changing_route_rejects_missing_wrong_and_foreign_csrf(app, 
     assert cross_site.status_code == 403, endpoint
     # Another session's token is refused too.
     other = app.test_client()
-    from conftest import Actions
+    from actions import Actions
 
     other_actions = Actions(other)
     await other_actions.signup(f"{uuid.uuid4().hex[:8]}@example.com", "password123")
@@ -68,3 +70,15 @@ def test_no_get_route_is_named_like_an_action():
     for rule in _rules(app):
         if "GET" in rule.methods:
             assert not any(rule.rule.rstrip("/").endswith("/" + v) for v in verbs), rule.rule
+
+
+@pytest.mark.parametrize(("endpoint", "method", "path"), [
+    (endpoint, method, path) for endpoint, method, path in _unsafe_routes()
+    if getattr(create_app({"SECRET_KEY": "x"}).view_functions[endpoint], "csrf_exempt", False)])
+async def test_csrf_exempt_routes_ignore_the_session_cookie(app, actions, endpoint, method, path):
+    # Exempt from CSRF only because they read bearer tokens, never cookies: a cross-site page
+    # can make the browser send cookies, so a cookie alone must get 401, not access.
+    await actions.signup(f"{uuid.uuid4().hex[:8]}@example.com", "password123")
+    response = await actions.client.open(path, method=method, json={"content": "x", "title": "x"},
+                                         headers={"Origin": "https://evil.example"})
+    assert response.status_code == 401, endpoint

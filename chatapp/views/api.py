@@ -26,6 +26,16 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 bp.before_request(authenticate)
 
 
+@bp.before_request
+async def _utf8_body() -> None:
+    """Quart decodes JSON bodies as UTF-8 and fails with 500 on other bytes: refuse them first."""
+    if request.is_json and request.method in ("POST", "PATCH", "PUT"):
+        try:
+            (await request.get_data()).decode("utf-8")
+        except UnicodeDecodeError:
+            abort(400, "The request body is not valid UTF-8 JSON.")
+
+
 @bp.errorhandler(RequestSchemaValidationError)
 async def _invalid(error: RequestSchemaValidationError):
     """A body or query string that does not fit the schema: 422 naming each problem."""

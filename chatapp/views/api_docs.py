@@ -27,6 +27,18 @@ ERRORS = {
 }
 
 
+# Before OpenAPI 3.2 the schema of text/event-stream describes one event (as schemathesis reads it).
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "enum": ["delta", "title", "done"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string"},
+    },
+    "required": ["event", "data"],
+}
+
+
 class ApiProvider(OpenAPIProvider):
     """Documents only /api/ routes, and adds the error answers every operation can give."""
 
@@ -54,16 +66,17 @@ class ApiProvider(OpenAPIProvider):
                     codes += [400, 422]
                 if method == "post" and rule.rule.endswith("/messages"):
                     codes += [400, 413, 429]
-                elif method in ("post", "patch"):
-                    codes.append(400)
+                elif method in ("post", "patch") or getattr(view, "event_stream", False):
+                    codes.append(400)  # e.g. stopping or streaming a message that is not an answer
                 for code in codes:
                     responses.setdefault(code, {**error_object, "description": ERRORS[code]})
                 if method == "delete":
                     responses.setdefault(204, {"description": "Deleted."})
                 if getattr(view, "event_stream", False):
                     responses.setdefault(200, {
-                        "description": "Server-Sent Events; resume with Last-Event-ID.",
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        "description": "Server-Sent Events; resume with Last-Event-ID. `delta`: {\"text\"}; "
+                                       "`title`: {\"thread_id\", \"title\"}; `done`: the finished MessageOut.",
+                        "content": {"text/event-stream": {"schema": SSE_EVENT}},
                     })
                 operation["responses"] = responses
         return paths, components

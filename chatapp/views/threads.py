@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from quart import Blueprint, abort, current_app, g, redirect, request, url_for
 
-from .. import chat, generation, usersettings
+from .. import chat, generation, thread_tools, usersettings
 from ..models import threads
 from ..sessions import login_required
 from ..templating import is_htmx, page
@@ -66,11 +66,15 @@ async def create():
 async def show(thread_id: str):
     """A thread page, or its conversation fragment for htmx."""
     thread = await _own_thread(thread_id)
+    if thread.archived_at is not None:  # messages are in cold storage: offer to restore them
+        from .archive import archived_page
+
+        return await archived_page(thread)
     branch = await chat.load_branch(thread)
     models = await chat.available_models()
     return await page(
         "thread.html", block="main", threads=await chat.sidebar_threads(), thread=thread,
-        branch=branch, models=models,
+        branch=branch, models=models, tools=await thread_tools.load(g.user.id, thread),
         streaming=any(item.message.streaming for item in branch),
     )
 

@@ -167,7 +167,6 @@ class Bench:
             "CHATAPP_STREAM_HEARTBEAT_SECONDS": "1",
             # Stalled answers keep streams open; they must not time out during the hold.
             "CHATAPP_MODEL_READ_TIMEOUT": "900",
-            "CHATAPP_REAPER_INTERVAL_SECONDS": "3600",
         })
         env.update(self.extra_env)
         env.update(extra)
