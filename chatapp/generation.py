@@ -17,7 +17,7 @@ from quart import Quart
 from redis.exceptions import RedisError
 
 from . import llm, metrics, prompt, titles
-from .models import messages, threads
+from .models import messages
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from bs4 import BeautifulSoup
 
 from chatapp import render
 from live import WebUser
