@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["encode_event", "encode_comment"]
+__all__ = ["encode_event", "encode_comment", "stream_response"]
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 
@@ -56,3 +56,20 @@ def encode_comment(text: str = "") -> bytes:
         raise TypeError(f"SSE comment must be a str, not {type(text).__name__}")
     lines = _LINE_BREAK.split(text)
     return ("".join(f": {line}\n" if line else ":\n" for line in lines) + "\n").encode("utf-8")
+
+
+async def stream_response(body):
+    """An event-stream response for an async iterator of encoded events.
+
+    No caching, no proxy buffering (nginx reads X-Accel-Buffering), and no response timeout:
+    an answer may stream for minutes.
+    """
+    from quart import make_response
+
+    response = await make_response(body, 200, {
+        "Content-Type": "text/event-stream; charset=utf-8",
+        "Cache-Control": "no-cache",
+        "X-Accel-Buffering": "no",
+    })
+    response.timeout = None
+    return response

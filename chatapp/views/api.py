@@ -11,7 +11,7 @@ import binascii
 from datetime import datetime
 
 from pydantic import ValidationError
-from quart import Blueprint, abort, current_app, g, make_response, request, stream_with_context
+from quart import Blueprint, abort, current_app, g, request, stream_with_context
 from quart_schema import RequestSchemaValidationError, validate_querystring, validate_request, validate_response
 from werkzeug.exceptions import BadRequest
 
@@ -21,6 +21,7 @@ from ..apischema import (Exchange, MessageCreate, MessageList, MessageOut, Searc
                          ThreadCreate, ThreadDetail, ThreadListQuery, ThreadOut, ThreadPage, ThreadPatch)
 from ..ids import parse_id
 from ..models import api_queries, messages, threads
+from ..ownership import own_message, own_thread
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 bp.before_request(authenticate)
@@ -61,19 +62,11 @@ async def _bad_request(error: BadRequest):
 # ---- helpers -------------------------------------------------------------------------------
 
 async def _own_thread(thread_id: str) -> threads.Thread:
-    async with current_app.db.acquire() as conn:
-        thread = await threads.select_thread(conn, g.user.id, thread_id)
-    if thread is None:
-        abort(404, "There is no thread with this id, or it is not yours.")
-    return thread
+    return await own_thread(thread_id, "There is no thread with this id, or it is not yours.")
 
 
 async def _own_message(message_id: str) -> messages.Message:
-    async with current_app.db.acquire() as conn:
-        message = await messages.select_message(conn, g.user.id, message_id)
-    if message is None:
-        abort(404, "There is no message with this id, or it is not yours.")
-    return message
+    return await own_message(message_id, "There is no message with this id, or it is not yours.")
 
 
 def _message_out(message: messages.Message) -> MessageOut:
@@ -260,13 +253,7 @@ async def stream_message(message_id: str):
         async for chunk in apistream.events(current_app, message.id, final_message, last_event_id, heartbeat):
             yield chunk
 
-    response = await make_response(body(), 200, {
-        "Content-Type": "text/event-stream; charset=utf-8",
-        "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no",
-    })
-    response.timeout = None
-    return response
+    return await sse.stream_response(body())
 
 
 stream_message.event_stream = True  # documented as text/event-stream (api_docs.py)

@@ -12,11 +12,12 @@ import asyncio
 import logging
 import uuid
 
-from quart import Blueprint, Quart, abort, current_app, g, redirect, url_for
+from quart import Blueprint, Quart, current_app, g, redirect, url_for
 from redis.exceptions import RedisError
 
 from .. import archive, assets, chat, cli_archive
 from ..models import threads
+from ..ownership import own_thread
 from ..sessions import login_required
 from ..storage import NotFound, StorageError, archive_store
 from ..templating import is_htmx, page
@@ -79,15 +80,6 @@ async def _restore_task(app: Quart, user_id: uuid.UUID, thread_id: uuid.UUID) ->
         await _set_state(app, thread_id, None)
 
 
-async def _own_thread(thread_id: str) -> threads.Thread:
-    """The user's thread or 404 (also for malformed and other users' ids)."""
-    async with current_app.db.acquire() as conn:
-        thread = await threads.select_thread(conn, g.user.id, thread_id)
-    if thread is None:
-        abort(404)
-    return thread
-
-
 async def archived_page(thread: threads.Thread):
     """The thread page of an archived thread: what happened, and the Restore button."""
     state, error = await _state(thread.id)
@@ -114,7 +106,7 @@ async def _status_fragment(thread: threads.Thread, state: str | None, error: str
 @login_required
 async def restore(thread_id: str):
     """Bring an archived thread back from cold storage (in the background)."""
-    thread = await _own_thread(thread_id)
+    thread = await own_thread(thread_id)
     if thread.archived_at is None:
         return _back_to_thread(thread)
     state, _ = await _state(thread.id)
@@ -130,7 +122,7 @@ async def restore(thread_id: str):
 @login_required
 async def restore_status(thread_id: str):
     """The restore's progress fragment (polled by htmx); the conversation once it is back."""
-    thread = await _own_thread(thread_id)
+    thread = await own_thread(thread_id)
     if thread.archived_at is None or not is_htmx():
         return _back_to_thread(thread)
     state, error = await _state(thread.id)

@@ -1,32 +1,16 @@
 """Messages: send, the answer's SSE stream, stop, regenerate, edit and branch switching."""
 from __future__ import annotations
 
-from quart import (Blueprint, abort, current_app, g, make_response, redirect, render_template, request,
-                   stream_with_context, url_for)
+from quart import (Blueprint, abort, current_app, g, redirect, render_template, request, stream_with_context,
+                   url_for)
 
 from .. import chat, generation, relay, sse
 from ..models import messages, threads
+from ..ownership import own_message, own_thread
 from ..sessions import login_required
-from ..templating import is_htmx
+from ..templating import is_htmx, page
 
 bp = Blueprint("messages", __name__)
-
-
-async def _own_message(message_id: str) -> messages.Message:
-    """The user's message or 404 (also for malformed and other users' ids)."""
-    async with current_app.db.acquire() as conn:
-        message = await messages.select_message(conn, g.user.id, message_id)
-    if message is None:
-        abort(404)
-    return message
-
-
-async def _own_thread(thread_id) -> threads.Thread:
-    async with current_app.db.acquire() as conn:
-        thread = await threads.select_thread(conn, g.user.id, thread_id)
-    if thread is None:
-        abort(404)
-    return thread
 
 
 async def _exchange_reply(thread: threads.Thread, shown: list[messages.Message]):
@@ -40,17 +24,14 @@ async def _exchange_reply(thread: threads.Thread, shown: list[messages.Message])
         # its placeholder (the HTTP contract); its stream then sends the final fragment at once.
         message.sibling_ids = fresh.sibling_ids if fresh is not None else message.sibling_ids
     items = await chat.render_messages(shown)
-    body = await render_template("_exchange.html", items=items, thread=thread)
-    response = await make_response(body)
-    response.vary.add("HX-Request")
-    return response
+    return await page("_exchange.html", items=items, thread=thread)  # with Vary: HX-Request
 
 
 @bp.post("/threads/<thread_id>/messages")
 @login_required
 async def send(thread_id: str):
     """Send a message (field `content`) and start its answer."""
-    thread = await _own_thread(thread_id)
+    thread = await own_thread(thread_id)
     archived = "This conversation is archived. Restore it from its page to continue it."
     if thread.archived_at is not None:
         abort(409, archived)
@@ -74,7 +55,7 @@ async def send(thread_id: str):
 @login_required
 async def stream(message_id: str):
     """Server-Sent Events of one answer; resumes after Last-Event-ID. Never starts work."""
-    message = await _own_message(message_id)
+    message = await own_message(message_id)
     last_event_id = relay.valid_entry_id(request.headers.get("Last-Event-ID"))
     # The streaming body runs after the request's `g` is gone: keep what templates need.
     user_id, session = g.user.id, g.session
@@ -98,20 +79,14 @@ async def stream(message_id: str):
         async for chunk in reader.events(last_event_id, current_app.config["CHATAPP_STREAM_HEARTBEAT_SECONDS"]):
             yield chunk
 
-    response = await make_response(body(), 200, {
-        "Content-Type": "text/event-stream; charset=utf-8",
-        "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no",
-    })
-    response.timeout = None
-    return response
+    return await sse.stream_response(body())
 
 
 @bp.post("/messages/<message_id>/stop")
 @login_required
 async def stop(message_id: str):
     """Stop an answer (works from any instance); the partial text is kept as stopped."""
-    message = await _own_message(message_id)
+    message = await own_message(message_id)
     if message.role != "assistant":
         abort(400, "Only answers can be stopped.")
     if message.streaming:
@@ -125,10 +100,10 @@ async def stop(message_id: str):
 @login_required
 async def regenerate(message_id: str):
     """Answer the same question again as a new sibling branch."""
-    message = await _own_message(message_id)
+    message = await own_message(message_id)
     if message.role != "assistant" or message.streaming:
         abort(400, "Only a finished answer can be regenerated.")
-    thread = await _own_thread(message.thread_id)
+    thread = await own_thread(message.thread_id)
     await chat.check_rate_limits(g.user.id)
     async with current_app.db.acquire() as conn:
         async with conn.transaction():
@@ -141,12 +116,12 @@ async def regenerate(message_id: str):
 @login_required
 async def edit(message_id: str):
     """Edit a user message: a new sibling with the new text, answered afresh."""
-    message = await _own_message(message_id)
+    message = await own_message(message_id)
     if message.role != "user":
         abort(400, "Only your own messages can be edited.")
     form = await request.form
     content = chat.check_content(form.get("content", ""))
-    thread = await _own_thread(message.thread_id)
+    thread = await own_thread(message.thread_id)
     await chat.check_rate_limits(g.user.id)
     async with current_app.db.acquire() as conn:
         async with conn.transaction():
@@ -162,8 +137,8 @@ async def edit(message_id: str):
 @login_required
 async def switch(message_id: str):
     """Show the branch through this message (sibling navigation "< 2/3 >")."""
-    message = await _own_message(message_id)
-    thread = await _own_thread(message.thread_id)
+    message = await own_message(message_id)
+    thread = await own_thread(message.thread_id)
     async with current_app.db.acquire() as conn:
         leaf = await messages.select_newest_leaf(conn, message.id)
         await conn.execute("UPDATE threads SET current_leaf_id = $2 WHERE id = $1", thread.id, leaf)
@@ -176,7 +151,4 @@ async def switch(message_id: str):
 async def _conversation(thread: threads.Thread):
     """The whole message list fragment (after a branch change)."""
     branch = await chat.load_branch(thread)
-    body = await render_template("_conversation.html", thread=thread, branch=branch)
-    response = await make_response(body)
-    response.vary.add("HX-Request")
-    return response
+    return await page("_conversation.html", thread=thread, branch=branch)  # with Vary: HX-Request

@@ -1,23 +1,15 @@
 """Organising threads: pins, folders, and the paged thread list grouped by date."""
 from __future__ import annotations
 
-from quart import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
+from quart import Blueprint, abort, current_app, g, redirect, request, url_for
 
 from .. import chat, thread_list
 from ..models import folders, threads
+from ..ownership import own_thread
 from ..sessions import login_required
 from ..templating import is_htmx, page
 
 bp = Blueprint("organise", __name__)
-
-
-async def _own_thread(thread_id: str) -> threads.Thread:
-    """The user's thread or 404 (also for malformed and other users' ids)."""
-    async with current_app.db.acquire() as conn:
-        thread = await threads.select_thread(conn, g.user.id, thread_id)
-    if thread is None:
-        abort(404)
-    return thread
 
 
 async def _own_folder(folder_id: str) -> folders.Folder:
@@ -58,10 +50,7 @@ async def index():
     async with current_app.db.acquire() as conn:
         listing = await thread_list.page(conn, g.user.id, before=before, folder=folder)
     if is_htmx():
-        body = await render_template("_thread_rows.html", threads=listing, thread=None)
-        response = current_app.response_class(body, content_type="text/html; charset=utf-8")
-        response.vary.add("HX-Request")
-        return response
+        return await page("_thread_rows.html", threads=listing, thread=None)  # with Vary: HX-Request
     return await page("thread_index.html", listing=listing, folder=folder, first=before is None,
                       threads=await chat.sidebar_threads(), thread=None)
 
@@ -72,17 +61,14 @@ async def _list_changed(thread: threads.Thread):
         return redirect(url_for("threads.show", thread_id=thread.id), 303)
     async with current_app.db.acquire() as conn:
         thread = await threads.select_thread(conn, g.user.id, thread.id)
-    body = await render_template("_organised.html", threads=await chat.sidebar_threads(), thread=thread)
-    response = current_app.response_class(body, content_type="text/html; charset=utf-8")
-    response.vary.add("HX-Request")
-    return response
+    return await page("_organised.html", threads=await chat.sidebar_threads(), thread=thread)  # with Vary: HX-Request
 
 
 @bp.post("/threads/<thread_id>/pin")
 @login_required
 async def pin(thread_id: str):
     """Pin a thread to the top of the list, or unpin it."""
-    thread = await _own_thread(thread_id)
+    thread = await own_thread(thread_id)
     async with current_app.db.acquire() as conn:
         await folders.toggle_pin(conn, g.user.id, thread.id)
     return await _list_changed(thread)
@@ -92,7 +78,7 @@ async def pin(thread_id: str):
 @login_required
 async def move(thread_id: str):
     """Move a thread into one of the user's folders (field `folder_id`; empty: out of any)."""
-    thread = await _own_thread(thread_id)
+    thread = await own_thread(thread_id)
     raw = (await request.form).get("folder_id", "").strip()
     target = None
     if raw:

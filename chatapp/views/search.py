@@ -1,7 +1,7 @@
 """Search: full-text search over the user's own messages, as you type (htmx) or as a plain form."""
 from __future__ import annotations
 
-from quart import Blueprint, abort, current_app, g, render_template, request
+from quart import Blueprint, abort, current_app, g, request
 
 from .. import chat
 from ..models import search as search_model
@@ -40,9 +40,5 @@ async def search():
     more = len(hits) > per_page and page_number < MAX_PAGES
     context = dict(query=query, hits=hits[:per_page], page_number=page_number, more=more)
     if compact:
-        body = await render_template("_search_results.html", compact=True, **context)
-        response = current_app.response_class(body, content_type="text/html; charset=utf-8")
-        response.vary.add("HX-Request")
-        response.vary.add("HX-Target")
-        return response
+        return await page("_search_results.html", compact=True, **context)  # Vary: HX-Request, HX-Target
     return await page("search.html", threads=await chat.sidebar_threads(), thread=None, **context)

@@ -9,6 +9,7 @@ from quart import Blueprint, abort, current_app, g, redirect, render_template, u
 
 from .. import render
 from ..models import messages, shares, threads
+from ..ownership import own_thread
 from ..sessions import login_required
 from ..templating import is_htmx, page
 
@@ -33,30 +34,18 @@ class SharedMessage:
         return STATUS_NAMES.get(self.status)
 
 
-async def _own_thread(thread_id: str) -> threads.Thread:
-    """The user's thread or 404 (also for malformed and other users' ids)."""
-    async with current_app.db.acquire() as conn:
-        thread = await threads.select_thread(conn, g.user.id, thread_id)
-    if thread is None:
-        abort(404)
-    return thread
-
-
 async def _box(thread: threads.Thread, share: shares.Share | None):
     """htmx: the thread page's share box; browsers go back to the thread."""
     if not is_htmx():
         return redirect(url_for("threads.show", thread_id=thread.id), 303)
-    body = await render_template("_share_box.html", thread=thread, share=share)
-    response = current_app.response_class(body, content_type="text/html; charset=utf-8")
-    response.vary.add("HX-Request")
-    return response
+    return await page("_share_box.html", thread=thread, share=share)  # with Vary: HX-Request
 
 
 @bp.post("/threads/<thread_id>/share")
 @login_required
 async def create(thread_id: str):
     """Share the visible branch as it is now (again: refresh the snapshot, same link)."""
-    thread = await _own_thread(thread_id)
+    thread = await own_thread(thread_id)
     if thread.archived_at is not None:
         abort(400, "This conversation is archived. Restore it from its page first, then share it.")
     async with current_app.db.acquire() as conn:
@@ -78,7 +67,7 @@ async def create(thread_id: str):
 @login_required
 async def revoke(thread_id: str):
     """Stop sharing: the link answers 404 from now on."""
-    thread = await _own_thread(thread_id)
+    thread = await own_thread(thread_id)
     async with current_app.db.acquire() as conn:
         await shares.delete_share(conn, g.user.id, thread.id)
     return await _box(thread, None)

@@ -5,18 +5,11 @@ from quart import Blueprint, abort, current_app, g, redirect, request, url_for
 
 from .. import chat, generation, thread_tools, usersettings
 from ..models import threads
+from ..ownership import own_thread
 from ..sessions import login_required
 from ..templating import is_htmx, page
 
 bp = Blueprint("threads", __name__)
-
-async def _own_thread(thread_id: str) -> threads.Thread:
-    """The user's thread or 404 (also for malformed and other users' ids)."""
-    async with current_app.db.acquire() as conn:
-        thread = await threads.select_thread(conn, g.user.id, thread_id)
-    if thread is None:
-        abort(404)
-    return thread
 
 
 def _go(target: str):
@@ -65,7 +58,7 @@ async def create():
 @login_required
 async def show(thread_id: str):
     """A thread page, or its conversation fragment for htmx."""
-    thread = await _own_thread(thread_id)
+    thread = await own_thread(thread_id)
     if thread.archived_at is not None:  # messages are in cold storage: offer to restore them
         from .archive import archived_page
 
@@ -83,7 +76,7 @@ async def show(thread_id: str):
 @login_required
 async def rename(thread_id: str):
     """Rename a thread (field `title`)."""
-    thread = await _own_thread(thread_id)
+    thread = await own_thread(thread_id)
     form = await request.form
     title = " ".join(form.get("title", "").split())
     if not title or len(title) > threads.MAX_TITLE_CHARS:
@@ -100,7 +93,7 @@ async def rename(thread_id: str):
 @login_required
 async def delete(thread_id: str):
     """Delete a thread and all of its messages."""
-    thread = await _own_thread(thread_id)
+    thread = await own_thread(thread_id)
     async with current_app.db.acquire() as conn:
         await threads.delete_thread(conn, g.user.id, thread.id)
     return _go(url_for("threads.home"))
@@ -110,7 +103,7 @@ async def delete(thread_id: str):
 @login_required
 async def settings(thread_id: str):
     """Change the thread's model, system prompt and temperature."""
-    thread = await _own_thread(thread_id)
+    thread = await own_thread(thread_id)
     form = await request.form
     model = await chat.choose_model(form.get("model") or None)
     system_prompt = form.get("system_prompt", "")

@@ -11,6 +11,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from .. import chat, exporter, importer
 from ..archive import ArchiveError
 from ..models import threads, transfer
+from ..ownership import own_thread
 from ..sessions import COOKIE_NAME, SECURE_COOKIE_NAME, login_required
 from ..storage import StorageError
 from ..templating import page
@@ -20,15 +21,6 @@ log = logging.getLogger(__name__)
 
 IMPORT_PATH = "/import"
 IMPORT_BODY_TIMEOUT = 600  # seconds to receive an upload: 50 MiB over a slow uplink takes minutes
-
-
-async def _own_thread(thread_id: str) -> threads.Thread:
-    """The user's thread or 404 (also for malformed and other users' ids)."""
-    async with current_app.db.acquire() as conn:
-        thread = await threads.select_thread(conn, g.user.id, thread_id)
-    if thread is None:
-        abort(404)
-    return thread
 
 
 async def _tree(thread: threads.Thread) -> tuple[threads.Thread, list]:
@@ -52,7 +44,7 @@ def _download(body, content_type: str, filename: str):
 @login_required
 async def export_thread_json(thread_id: str):
     """One thread with every message of its tree, in the importable JSON format."""
-    thread, messages = await _tree(await _own_thread(thread_id))
+    thread, messages = await _tree(await own_thread(thread_id))
     async with current_app.db.acquire() as conn:
         folder = await transfer.select_folder_name(conn, thread.id)
     return _download(exporter.thread_json(thread, messages, folder), "application/json; charset=utf-8",
@@ -63,7 +55,7 @@ async def export_thread_json(thread_id: str):
 @login_required
 async def export_thread_md(thread_id: str):
     """One thread as Markdown: the visible conversation, then every other version."""
-    thread, messages = await _tree(await _own_thread(thread_id))
+    thread, messages = await _tree(await own_thread(thread_id))
     body = exporter.to_markdown(thread, messages, exporter.branch_of(messages, thread.current_leaf_id))
     return _download(body, "text/markdown; charset=utf-8", exporter.download_name(thread.title, "md"))
 
