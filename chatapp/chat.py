@@ -149,8 +149,33 @@ async def render_messages(items: list[Message]) -> list[BranchItem]:
     return result
 
 
-async def load_branch(thread: threads.Thread) -> list[BranchItem]:
-    """The thread's visible branch, rendered."""
+PAGE_MESSAGES = 50  # a long thread opens with its newest messages; older ones load on scroll
+
+
+@dataclass
+class BranchWindow:
+    """The newest part of a branch that a page shows, and what lies before it."""
+
+    items: list[BranchItem]
+    earlier: int  # messages of the branch before the first shown one
+    first_id: uuid.UUID | None
+    following: int  # messages of the branch after the last shown one (a page loaded by `before`)
+
+    def next_size(self) -> int:
+        """The ?n= that shows one more page (the link that works without JavaScript)."""
+        return len(self.items) + self.following + PAGE_MESSAGES
+
+
+async def load_branch(thread: threads.Thread, last: int | None = None,
+                      before: uuid.UUID | None = None) -> BranchWindow:
+    """The visible branch, rendered: the `last` messages (all when None), ending before `before`."""
     async with current_app.db.acquire() as conn:
         branch = await messages.select_branch(conn, thread.id, thread.current_leaf_id)
-    return await render_messages(branch)
+    total = len(branch)
+    if before is not None:
+        ids = [m.id for m in branch]
+        branch = branch[:ids.index(before)] if before in ids else []
+    shown = branch[-last:] if last else branch
+    earlier = len(branch) - len(shown)
+    return BranchWindow(await render_messages(shown), earlier, shown[0].id if shown else None,
+                        total - len(branch))

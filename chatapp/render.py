@@ -97,7 +97,8 @@ def _code_html(code: str, lang: str, chunks: list[tuple[str, str]] | None = None
         '<div class="code"><div class="code-bar">'
         f'<span class="lang">{label}</span>'
         '<button type="button" class="copy" aria-label="Copy code">Copy</button>'
-        f'</div><pre class="hl"><code>{body}</code></pre></div>\n'
+        # tabindex: a long line scrolls the block sideways, which keyboard users must reach too.
+        f'</div><pre class="hl" tabindex="0"><code>{body}</code></pre></div>\n'
     )
 
 
@@ -190,7 +191,7 @@ _CLEANER = nh3.Cleaner(
     clean_content_tags={"script", "style"},
     # "*": nothing on every tag (nh3 would otherwise keep `title` and `lang` everywhere).
     attributes={"*": set(), "a": {"href"}, "ol": {"start"}},
-    tag_attribute_values={"button": {"type": {"button"}, "aria-label": {"Copy code"}}},
+    tag_attribute_values={"button": {"type": {"button"}, "aria-label": {"Copy code"}}, "pre": {"tabindex": {"0"}}},
     # Only classes we emit ourselves, so output can never hook into app CSS or JS.
     allowed_classes={
         "a": {"img-link"},
@@ -297,7 +298,9 @@ def _declarations(style_name: str) -> tuple[dict[str, str], dict[str, dict[str, 
         decls = dict(d.split(": ", 1) for d in css.split("; ") if d)
         # Error boxes flash on every half-streamed string literal; colours are enough.
         decls.pop("border", None)
-        if decls:
+        # Plain text has no class (its colour is the base .hl colour): a selector ".hl ." is
+        # invalid CSS and would drop every other selector sharing its rule.
+        if decls and cls:
             rules[cls] = decls
     style = formatter.style
     text_color = style.style_for_token(Text)["color"]

@@ -213,6 +213,7 @@ class Row:
 ROWS: dict[str, Row] = {
     # threads and messages (browser)
     "threads.show": Row(thread),
+    "threads.earlier": Row(thread),
     "threads.rename": Row(thread, form={"title": "Renamed"}),
     "threads.delete": Row(thread),
     "threads.settings": Row(thread, form={"model": "", "system_prompt": "Be brief.", "temperature": "0.5"}),

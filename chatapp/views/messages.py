@@ -150,5 +150,6 @@ async def switch(message_id: str):
 
 async def _conversation(thread: threads.Thread):
     """The whole message list fragment (after a branch change)."""
-    branch = await chat.load_branch(thread)
-    return await page("_conversation.html", thread=thread, branch=branch)  # with Vary: HX-Request
+    window = await chat.load_branch(thread, last=chat.PAGE_MESSAGES)
+    return await page("_conversation.html", thread=thread, branch=window.items,  # with Vary: HX-Request
+                      window=window)

@@ -5,6 +5,7 @@ from quart import Blueprint, abort, current_app, g, redirect, request, url_for
 
 from .. import chat, generation, thread_tools, usersettings
 from ..models import threads
+from ..ids import parse_id
 from ..ownership import own_thread
 from ..sessions import login_required
 from ..templating import is_htmx, page
@@ -63,13 +64,39 @@ async def show(thread_id: str):
         from .archive import archived_page
 
         return await archived_page(thread)
-    branch = await chat.load_branch(thread)
+    # Without JavaScript, "Load earlier messages" asks for a bigger window with ?n=.
+    window = await chat.load_branch(thread, last=_window_size(request.args.get("n")))
     models = await chat.available_models()
     return await page(
         "thread.html", block="main", threads=await chat.sidebar_threads(), thread=thread,
-        branch=branch, models=models, tools=await thread_tools.load(g.user.id, thread),
-        streaming=any(item.message.streaming for item in branch),
+        branch=window.items, window=window, models=models,
+        tools=await thread_tools.load(g.user.id, thread),
+        streaming=any(item.message.streaming for item in window.items),
     )
+
+
+def _window_size(raw: str | None) -> int:
+    """How many of the newest messages a thread page shows (?n=, bounded)."""
+    try:
+        return min(max(int(raw), 1), 10_000) if raw else chat.PAGE_MESSAGES
+    except ValueError:
+        abort(400, "n must be a number of messages.")
+
+
+@bp.get("/threads/<thread_id>/earlier")
+@login_required
+async def earlier(thread_id: str):
+    """The page of messages before `before` (htmx loads it when the reader scrolls up).
+
+    Without `before`, the newest page.
+    """
+    thread = await own_thread(thread_id)
+    raw = request.args.get("before")
+    before = parse_id(raw) if raw else None
+    if raw and before is None:
+        abort(400, "before must be a message id.")
+    window = await chat.load_branch(thread, last=chat.PAGE_MESSAGES, before=before)
+    return await page("_earlier.html", thread=thread, branch=window.items, window=window)
 
 
 @bp.post("/threads/<thread_id>/rename")
