@@ -196,6 +196,8 @@ def test_pygments_css_is_generated_and_current():
     assert "@media (prefers-color-scheme: dark)" in css
     assert "[data-theme=dark] .hl .hl-k" in css and "[data-theme=light] .hl .hl-k" in css
     assert re.search(r"^\.hl \.hl-k\b", css, re.M)
+    # An empty class selector (".hl .") is invalid CSS: the browser drops its whole rule.
+    assert not re.search(r"\.hl \.[,{]", css)
 
 
 # --- incremental rendering -------------------------------------------------------
