@@ -89,10 +89,11 @@ class Relay:
         blocks, tail = self.renderer.update("".join(self.text))
         if last_event_id is None:
             # A fresh renderer returns every completed block: replace whatever the page shows.
-            yield sse.encode_event(self._blocks_html(blocks), event="reset", id=self._id())
+            yield self._blocks_event("reset", blocks, tail)
         elif blocks:
-            yield sse.encode_event(self._blocks_html(blocks), event="block", id=self._id())
-        yield self._tail_event(tail)
+            yield self._blocks_event("block", blocks, tail)
+        else:
+            yield self._tail_event(tail)
         async for chunk in self._after(titles, done, tail):
             yield chunk
         if not done:
@@ -102,6 +103,17 @@ class Relay:
     @staticmethod
     def _blocks_html(blocks: list[str]) -> str:
         return "".join(wrap_block(b) for b in blocks)
+
+    def _blocks_event(self, name: str, blocks: list[str], tail: str) -> bytes:
+        """New blocks and the new tail in ONE event: the tail rides out-of-band.
+
+        Two events could be swapped in two frames, and for one frame the page would show a
+        finished paragraph twice (as a block and still in the old tail).
+        """
+        self.tail_sent, self.tail_sent_at = tail, time.monotonic()
+        oob = (f'<div id="tail-{self.message_id}" hx-swap-oob="innerHTML">'
+               f'{wrap_block(tail) if tail else ""}</div>')
+        return sse.encode_event(self._blocks_html(blocks) + oob, event=name, id=self._id())
 
     def _tail_event(self, tail: str) -> bytes:
         self.tail_sent, self.tail_sent_at = tail, time.monotonic()
@@ -139,11 +151,12 @@ class Relay:
                     return  # the instance is shutting down; the browser reconnects elsewhere
                 titles, done = self._apply(entries)
                 blocks, tail = self.renderer.update("".join(self.text))
-                if blocks:
-                    yield sse.encode_event(self._blocks_html(blocks), event="block", id=self._id())
                 due = time.monotonic() - self.tail_sent_at >= TAIL_INTERVAL_SECONDS
-                if blocks or (due and tail != self.tail_sent):
-                    # After new blocks the old tail shows their text: replace it at once.
+                if blocks:
+                    # After new blocks the old tail shows their text: it is replaced in the same swap.
+                    yield self._blocks_event("block", blocks, tail)
+                    pending = False
+                elif due and tail != self.tail_sent:
                     yield self._tail_event(tail)
                     pending = False
                 else:

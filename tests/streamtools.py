@@ -28,13 +28,19 @@ def text_of(html: str) -> str:
 
 
 def assemble(events) -> str:
-    """The answer text a page shows after applying reset/block/tail events in order."""
+    """The answer text a page shows after applying reset/block/tail events in order.
+
+    `reset` and `block` events carry the new tail out-of-band (an element with hx-swap-oob).
+    """
     blocks, tail = [], ""
     for event in events:
-        if event.event == "reset":
-            blocks = [event.data]
-        elif event.event == "block":
-            blocks.append(event.data)
+        if event.event in ("reset", "block"):
+            soup = BeautifulSoup(event.data, "html.parser")
+            oob = soup.find(attrs={"hx-swap-oob": True})
+            if oob is not None:
+                tail = oob.decode_contents()
+                oob.extract()
+            blocks = [str(soup)] if event.event == "reset" else blocks + [str(soup)]
         elif event.event == "tail":
             tail = event.data
     return text_of("".join(blocks) + tail)

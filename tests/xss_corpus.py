@@ -137,8 +137,10 @@ FORBIDDEN_TAGS = {
 }  # fmt: skip
 ALLOWED_ATTRIBUTES = {
     "a": {"href", "rel", "class"}, "ol": {"start"}, "button": {"type", "aria-label", "class"},
-    "div": {"class"}, "span": {"class"}, "pre": {"class"}, "th": {"class"}, "td": {"class"},
+    "div": {"class"}, "span": {"class"}, "pre": {"class", "tabindex"}, "th": {"class"}, "td": {"class"},
 }  # fmt: skip
+# Attributes whose value is fixed by our renderer (a code block is keyboard-scrollable: tabindex 0).
+FIXED_VALUES = {("pre", "tabindex"): "0"}
 OUR_CLASSES = {"img-link", "code", "code-bar", "lang", "hl", "copy", "al-left", "al-center", "al-right"}
 FORBIDDEN_ATTRIBUTES = {"style", "src", "srcset", "srcdoc", "formaction", "action", "id", "name", "background",
                         "poster", "ping", "xlink:href", "data", "code"}
@@ -164,6 +166,8 @@ def problems(html: str) -> list[str]:
             if (attr.startswith(("on", "hx-", "data-", "sse-")) or attr in FORBIDDEN_ATTRIBUTES
                     or attr not in ALLOWED_ATTRIBUTES.get(tag.name, set())):
                 found.append(f"attribute {attr}= on <{tag.name}>")
+            elif (tag.name, attr) in FIXED_VALUES and value != FIXED_VALUES[(tag.name, attr)]:
+                found.append(f"attribute {attr}={value!r} on <{tag.name}>")
         classes = set(tag.get("class") or [])
         if tag.name == "span":
             classes = {c for c in classes if not c.startswith("hl-")}  # Pygments token classes
