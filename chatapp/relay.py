@@ -17,7 +17,7 @@ from quart import Quart
 
 from . import generation, hub, metrics, render, sse
 
-TAIL_INTERVAL_SECONDS = 0.1  # the open block is re-sent at most this often (10 per second)
+TAIL_INTERVAL_SECONDS = 0.15  # the open block is re-sent at most this often (about 7 per second)
 _ENTRY_ID_CHARS = set("0123456789-")
 
 
