@@ -1,4 +1,10 @@
-"""The model client: openai.AsyncOpenAI against OpenAI or any OpenAI-compatible server."""
+"""The model client: openai.AsyncOpenAI against OpenAI or any OpenAI-compatible server.
+
+The SDK sends every request (base URL, auth, status errors become its exception classes), but
+the answer's event stream is read here with `json.loads` per `data:` line: the SDK's typed chunk
+objects cost ~300 us each, twenty times the parse, and were most of a busy worker's CPU. The
+SDK (32 MiB of modules) is imported when the first model call needs it, not at start-up.
+"""
 from __future__ import annotations
 
 import asyncio
@@ -6,11 +12,13 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 import httpx2
-import openai
 from quart import Quart
+
+if TYPE_CHECKING:
+    import openai
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +28,13 @@ NOT_CONFIGURED = (
     "OPENAI_BASE_URL=http://127.0.0.1:11434/v1) and restart chatapp."
 )
 MODELS_CACHE_SECONDS = 300
-# Errors worth another try, but only before the first token: a started answer is never resent.
-RETRYABLE = (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
+
+
+def _retryable() -> tuple[type[Exception], ...]:
+    """Errors worth another try, but only before the first token: a started answer is never resent."""
+    import openai
+
+    return (openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError)
 
 
 class ModelError(Exception):
@@ -42,10 +55,20 @@ def configured(app: Quart) -> bool:
     return bool(app.config.get("OPENAI_API_KEY") or app.config.get("OPENAI_BASE_URL"))
 
 
+def client_of(app: Quart) -> openai.AsyncOpenAI | None:
+    """The shared client, built on first use (None without a provider)."""
+    client = app.extensions.get("llm")
+    if client is None and configured(app):
+        client = app.extensions["llm"] = make_client(app)
+    return client
+
+
 def make_client(app: Quart) -> openai.AsyncOpenAI | None:
     """Build the shared client (None without a provider): own http client, no SDK retries."""
     if not configured(app):
         return None
+    import openai
+
     timeout = httpx2.Timeout(
         connect=app.config["CHATAPP_MODEL_CONNECT_TIMEOUT"],
         read=app.config["CHATAPP_MODEL_READ_TIMEOUT"],
@@ -72,6 +95,8 @@ def estimate_tokens(text: str) -> int:
 
 def describe_error(exc: BaseException) -> str:
     """A short, user-facing description of a model failure."""
+    import openai
+
     if isinstance(exc, openai.AuthenticationError):
         return "The model provider rejected the API key (check OPENAI_API_KEY)."
     if isinstance(exc, openai.NotFoundError):
@@ -99,16 +124,18 @@ class ReplyStream:
         self.finish_reason: str | None = None
         self.usage: Usage | None = None
         self.text_parts: list[str] = []
-        self._stream: Any = None
+        self._response: httpx2.Response | None = None
 
-    async def _open(self) -> Any:
+    async def _open(self) -> httpx2.Response:
+        body = {"model": self.model, "messages": self.messages, "stream": True,
+                "stream_options": {"include_usage": True}, **self.params}
+        retryable = _retryable()
         for attempt in range(self.retries + 1):
             try:
-                return await self.client.chat.completions.create(
-                    model=self.model, messages=self.messages, stream=True,
-                    stream_options={"include_usage": True}, **self.params,
-                )
-            except RETRYABLE as exc:
+                # cast_to=Response: the SDK checks the status and hands over the unread body.
+                return await self.client.post("/chat/completions", body=body, cast_to=httpx2.Response,
+                                              stream=True)
+            except retryable as exc:
                 if attempt == self.retries:
                     raise
                 delay = min(4.0, 0.25 * 2 ** attempt)
@@ -117,15 +144,16 @@ class ReplyStream:
         raise AssertionError("unreachable")
 
     async def __aiter__(self) -> AsyncIterator[str]:
-        self._stream = await self._open()
+        self._response = await self._open()
         try:
-            async for chunk in self._stream:
-                if getattr(chunk, "usage", None):
-                    self.usage = Usage(chunk.usage.prompt_tokens or 0, chunk.usage.completion_tokens or 0, False)
-                for choice in chunk.choices or []:
-                    if choice.finish_reason:
-                        self.finish_reason = choice.finish_reason
-                    text = choice.delta.content if choice.delta else None
+            async for chunk in read_events(self._response):
+                usage = chunk.get("usage")
+                if usage:
+                    self.usage = Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0, False)
+                for choice in chunk.get("choices") or ():
+                    if choice.get("finish_reason"):
+                        self.finish_reason = choice["finish_reason"]
+                    text = (choice.get("delta") or {}).get("content")
                     if text:
                         # PostgreSQL text cannot hold NUL; the same replacement reaches every reader.
                         text = text.replace("\x00", "\ufffd")
@@ -139,12 +167,55 @@ class ReplyStream:
 
     async def close(self) -> None:
         """Close the upstream response so the provider stops generating."""
-        if self._stream is not None:
-            stream, self._stream = self._stream, None
+        if self._response is not None:
+            response, self._response = self._response, None
             try:
-                await stream.close()
+                await response.aclose()
             except Exception:  # closing a broken connection may raise; nothing to save
                 log.debug("closing the model stream failed", exc_info=True)
+
+
+async def read_events(response: httpx2.Response) -> AsyncIterator[dict]:
+    """The JSON objects of an OpenAI-style event stream, until `[DONE]`; errors raise like the SDK."""
+    import openai
+
+    data: list[str] = []
+    try:
+        async for line in response.aiter_lines():
+            if line.startswith("data:"):
+                data.append(line[6:] if line.startswith("data: ") else line[5:])
+            elif not line and data:  # a blank line ends an event
+                payload, data = "\n".join(data), []
+                if payload.startswith("[DONE]"):
+                    return
+                chunk = _decode(payload, response.request)
+                if chunk is not None:
+                    yield chunk
+            # `event:`, `id:`, `retry:` and comments carry nothing for chat completions.
+        if data and not data[0].startswith("[DONE]"):  # the last event lacked its blank line
+            chunk = _decode("\n".join(data), response.request)
+            if chunk is not None:
+                yield chunk
+    except httpx2.TimeoutException as exc:
+        raise openai.APITimeoutError(request=response.request) from exc
+    except httpx2.TransportError as exc:
+        raise openai.APIConnectionError(request=response.request) from exc
+
+
+def _decode(payload: str, request: httpx2.Request) -> dict | None:
+    """One event's JSON; an `error` object raises openai.APIError as the SDK would."""
+    import openai
+
+    chunk = json.loads(payload)
+    if not isinstance(chunk, dict):
+        return None
+    error = chunk.get("error")
+    if error:
+        message = error.get("message") if isinstance(error, dict) else None
+        if not isinstance(message, str) or not message:
+            message = "An error occurred during streaming"
+        raise openai.APIError(message, request, body=error)
+    return chunk
 
 
 def stream_reply(app: Quart, client: openai.AsyncOpenAI, messages: list[dict], model: str,
@@ -161,7 +232,7 @@ async def complete(client: openai.AsyncOpenAI, messages: list[dict], model: str,
 
 async def list_models(app: Quart) -> list[str]:
     """The provider's model ids from /v1/models, cached in Redis; [] when unavailable."""
-    client = app.extensions.get("llm")
+    client = client_of(app)
     if client is None:
         return []
     # A copy in this process too: pages must not ask the provider each time Redis is down.

@@ -1,10 +1,12 @@
 """Turns an answer's Redis Stream into Server-Sent Events for one reader.
 
 Events: `reset` (all completed blocks, replacing what the page shows; sent first when the
-reader brings no Last-Event-ID), `block` (one newly completed Markdown block, appended),
-`tail` (the open last block, replaced; throttled), `title` (out-of-band swap of the thread
-list entry), `done` (the final message fragment). Event ids are Redis Stream entry ids, so a
-reader that reconnects with Last-Event-ID gets exactly what it missed.
+reader brings no Last-Event-ID), `block` (newly completed Markdown blocks, appended), `delta`
+(HTML appended inside the open last block, sent at once: see tail_delta.py), `tail` (the open
+last block, replaced whole when a delta cannot express the change; throttled), `title`
+(out-of-band swap of the thread list entry), `done` (the final message fragment). Event ids
+are Redis Stream entry ids, so a reader that reconnects with Last-Event-ID gets exactly what it
+missed; `delta` events carry no id (a reader that reconnects gets the whole tail again).
 """
 from __future__ import annotations
 
@@ -15,9 +17,9 @@ from typing import AsyncIterator, Awaitable, Callable
 
 from quart import Quart
 
-from . import generation, hub, metrics, render, sse
+from . import generation, hub, metrics, render, sse, tail_delta
 
-TAIL_INTERVAL_SECONDS = 0.15  # the open block is re-sent at most this often (about 7 per second)
+TAIL_INTERVAL_SECONDS = 0.15  # the last block is re-sent at most this often (appends are not throttled)
 _ENTRY_ID_CHARS = set("0123456789-")
 
 
@@ -45,8 +47,14 @@ class Relay:
         self.renderer = render.IncrementalRenderer()
         self.text: list[str] = []
         self.last_id = b"0-0"
-        self.tail_sent = ""
-        self.tail_sent_at = 0.0
+        self.shown = tail_delta.ShownTail()  # what the reader's tail element shows
+        self.tail_sent_at = 0.0  # when the tail element was last sent whole (or its last block)
+        # Completed blocks the reader sees inside its tail element, not yet sent as `block`:
+        # while `delta` edits can bring the page up to date they need not be sent twice. Only
+        # `reset` and `block` events carry ids, and they leave nothing unsealed, so a reader that
+        # resumes from an id holds every block completed at that entry.
+        self.unsealed: list[str] = []
+        self.unsealed_html = ""
 
     def _apply(self, entries: list[hub.Entry]) -> tuple[list[tuple[str, str]], bool]:
         """Fold entries into the text; return (title events, done?)."""
@@ -110,22 +118,50 @@ class Relay:
         Two events could be swapped in two frames, and for one frame the page would show a
         finished paragraph twice (as a block and still in the old tail).
         """
-        self.tail_sent, self.tail_sent_at = tail, time.monotonic()
+        self.shown.replace(tail)
+        self.tail_sent_at, self.unsealed, self.unsealed_html = time.monotonic(), [], ""
         oob = (f'<div id="tail-{self.message_id}" hx-swap-oob="innerHTML">'
                f'{wrap_block(tail) if tail else ""}</div>')
         return sse.encode_event(self._blocks_html(blocks) + oob, event=name, id=self._id())
 
     def _tail_event(self, tail: str) -> bytes:
-        self.tail_sent, self.tail_sent_at = tail, time.monotonic()
+        self.shown.replace(tail)
+        self.tail_sent_at = time.monotonic()
         return sse.encode_event(wrap_block(tail) if tail else "", event="tail", id=self._id())
+
+    def _catch_up(self, blocks: list[str], tail: str, throttled: bool) -> bytes | None:
+        """The one event that brings the reader's page to the text so far, or None.
+
+        An append goes at once; replacing the last block waits for the throttle, and when no
+        edit can do it, a `block` event (sealing the completed blocks) or a whole `tail`.
+        """
+        if blocks:
+            self.unsealed += blocks
+            self.unsealed_html += "".join(blocks)
+        view = self.unsealed_html + tail
+        if view == self.shown.html:
+            return None
+        # The first text of an empty tail goes at once: it is the time to first token.
+        may_replace = not throttled or not self.shown.html
+        edit = self.shown.edit(view, may_replace)
+        if edit is not None:
+            if edit[0] == "=":
+                self.tail_sent_at = time.monotonic()
+            return sse.encode_event(edit, event="delta")
+        if not may_replace:
+            return None  # owed: sent when the throttle allows
+        if self.unsealed:
+            return self._blocks_event("block", self.unsealed, tail)
+        return self._tail_event(tail)
 
     async def _after(self, titles: list[tuple[str, str]], done: bool, tail: str) -> AsyncIterator[bytes]:
         """Title announcements, and at the end the last tail and the final fragment."""
         for thread_id, title in titles:
             yield sse.encode_event(await self.render_title(thread_id, title), event="title")
         if done:
-            if tail != self.tail_sent:
-                yield self._tail_event(tail)
+            last = self._catch_up([], tail, throttled=False)
+            if last is not None:
+                yield last
             # The reader holds the whole text now: the final fragment keeps its body (hx-preserve).
             yield sse.encode_event(await self.render_final(True), event="done")
 
@@ -142,7 +178,9 @@ class Relay:
                     entries = await asyncio.wait_for(reader.inbox.get(), timeout=wait)
                 except TimeoutError:
                     if pending:
-                        yield self._tail_event(self.renderer.update("".join(self.text))[1])
+                        owed = self._catch_up([], self.renderer.update("".join(self.text))[1], throttled=False)
+                        if owed is not None:
+                            yield owed
                         pending = False
                     else:
                         yield sse.encode_comment("keep-alive")
@@ -151,16 +189,11 @@ class Relay:
                     return  # the instance is shutting down; the browser reconnects elsewhere
                 titles, done = self._apply(entries)
                 blocks, tail = self.renderer.update("".join(self.text))
-                due = time.monotonic() - self.tail_sent_at >= TAIL_INTERVAL_SECONDS
-                if blocks:
-                    # After new blocks the old tail shows their text: it is replaced in the same swap.
-                    yield self._blocks_event("block", blocks, tail)
-                    pending = False
-                elif due and tail != self.tail_sent:
-                    yield self._tail_event(tail)
-                    pending = False
-                else:
-                    pending = tail != self.tail_sent
+                throttled = time.monotonic() - self.tail_sent_at < TAIL_INTERVAL_SECONDS
+                event = self._catch_up(blocks, tail, throttled)
+                if event is not None:
+                    yield event
+                pending = self.unsealed_html + tail != self.shown.html  # a throttled edit is owed
                 async for chunk in self._after(titles, done, tail):
                     yield chunk
                 if done:

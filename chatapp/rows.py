@@ -27,6 +27,8 @@ class Table:
     columns: tuple[str, ...]  # stored columns in order (generated ones are recomputed on insert)
     key: tuple[str, ...]  # primary key, for a stable order
     parent: tuple[str, str] | None  # (column, referenced column) of a self-reference, e.g. messages.parent_id
+    parent_constraint: str | None = None  # that self-reference's foreign key constraint
+    parent_deferrable: bool = False  # whether it can wait for the commit (migrations/0007 for messages)
 
 
 async def describe(conn: asyncpg.Connection, name: str) -> Table:
@@ -44,7 +46,7 @@ async def describe(conn: asyncpg.Connection, name: str) -> Table:
         name,
     )
     parent = await conn.fetchrow(
-        """SELECT a.attname AS child, r.attname AS referenced FROM pg_constraint c
+        """SELECT a.attname AS child, r.attname AS referenced, c.conname, c.condeferrable FROM pg_constraint c
            JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
            JOIN pg_attribute r ON r.attrelid = c.confrelid AND r.attnum = c.confkey[1]
            WHERE c.contype = 'f' AND c.conrelid = quote_ident($1)::regclass
@@ -55,6 +57,7 @@ async def describe(conn: asyncpg.Connection, name: str) -> Table:
     return Table(
         name, tuple(r["attname"] for r in columns), tuple(r["attname"] for r in key),
         (parent["child"], parent["referenced"]) if parent else None,
+        parent["conname"] if parent else None, bool(parent and parent["condeferrable"]),
     )
 
 
@@ -94,36 +97,24 @@ async def tables_in_dependency_order(conn: asyncpg.Connection) -> list[str]:
     return ordered
 
 
-def select_sql(table: Table, where: str = "") -> str:
-    """A query yielding one JSON text per row (column `line`), parents before their children.
+def select_sql(table: Table) -> str:
+    """A query yielding one JSON text per row (column `line`) in primary-key order.
 
-    `where` filters rows of alias `t` (e.g. "t.thread_id = $1").
+    A plain index scan, so the first rows arrive at once however big the table. In a
+    self-referencing table (messages.parent_id) a child may come before its parent: a restore
+    checks that foreign key at commit (backup.py), not row by row.
     """
     cols = ", ".join(f"t.{ident(c)}" for c in table.columns)
-    name = ident(table.name)
-    if table.parent:
-        child, referenced = (ident(c) for c in table.parent)
-        extra = f" AND {where}" if where else ""
-        # Depth order: a row's parent is always loaded first, whatever the ids or timestamps.
-        return f"""WITH RECURSIVE walk AS (
-                       SELECT t.{referenced} AS k, 0 AS depth FROM {name} t WHERE t.{child} IS NULL{extra}
-                       UNION ALL
-                       SELECT t.{referenced}, w.depth + 1 FROM {name} t JOIN walk w ON t.{child} = w.k{extra}
-                   )
-                   SELECT row_to_json(r)::text AS line FROM (
-                       SELECT {cols} FROM {name} t JOIN walk w ON t.{referenced} = w.k
-                       ORDER BY w.depth, t.{referenced}) r"""
     order = ", ".join(f"t.{ident(c)}" for c in table.key) or "1"
-    clause = f" WHERE {where}" if where else ""
-    return f"SELECT row_to_json(r)::text AS line FROM (SELECT {cols} FROM {name} t{clause} ORDER BY {order}) r"
+    return f"SELECT row_to_json(r)::text AS line FROM (SELECT {cols} FROM {ident(table.name)} t ORDER BY {order}) r"
 
 
 async def fetch_lines(conn: asyncpg.Connection, table: Table, where: str, *args) -> list[tuple[object, str]]:
     """(primary key, JSON line) of a small set of rows (one thread's messages), parents first.
 
     One indexed query and a sort in Python: a recursive query restricted by `where` would
-    make PostgreSQL scan the whole table at each level. Rows are ordered as select_sql orders
-    them (depth, then key).
+    make PostgreSQL scan the whole table at each level. Rows are ordered by depth, then key, so
+    rehydrating a thread inserts every parent before its children.
     """
     cols = ", ".join(f"t.{ident(c)}" for c in table.columns)
     key = ident(table.parent[1] if table.parent else (table.key or table.columns)[0])
@@ -148,7 +139,7 @@ async def fetch_lines(conn: asyncpg.Connection, table: Table, where: str, *args)
 
 
 def count_sql(table: Table, where: str = "") -> str:
-    """Count the rows select_sql would yield if no row were stuck in a reference cycle."""
+    """Count a table's rows (optionally those of alias `t` matching `where`)."""
     return f"SELECT count(*) FROM {ident(table.name)} t" + (f" WHERE {where}" if where else "")
 
 
@@ -176,3 +167,28 @@ async def reset_sequences(conn: asyncpg.Connection, table: Table) -> None:
                 f"FROM {ident(table.name)}",
                 sequence,
             )
+
+
+async def defer_self_reference(conn: asyncpg.Connection, table: Table) -> bool:
+    """Check the table's self-reference only at commit in this transaction; True if it had to be altered.
+
+    Restores insert rows in key order, so a child may come first. A DEFERRABLE constraint
+    (messages since migrations/0007) only needs SET CONSTRAINTS; an older schema's one is made
+    deferrable inside the transaction, and undo_deferral puts it back before the commit.
+    """
+    if not table.parent_constraint:
+        return False
+    name, constraint = ident(table.name), ident(table.parent_constraint)
+    if table.parent_deferrable:
+        await conn.execute(f"SET CONSTRAINTS {constraint} DEFERRED")
+        return False
+    await conn.execute(f"ALTER TABLE {name} ALTER CONSTRAINT {constraint} DEFERRABLE INITIALLY DEFERRED")
+    return True
+
+
+async def undo_deferral(conn: asyncpg.Connection, tables: list[Table]) -> None:
+    """Run every deferred check now (a violation raises here), then make altered constraints NOT DEFERRABLE again."""
+    await conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    for table in tables:
+        await conn.execute(f"ALTER TABLE {ident(table.name)} ALTER CONSTRAINT {ident(table.parent_constraint)} "
+                           "NOT DEFERRABLE")

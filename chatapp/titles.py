@@ -43,7 +43,7 @@ async def maybe_title(app: Quart, conn: asyncpg.Connection, answer_id: uuid.UUID
     if row is None or row["title"] != threads.DEFAULT_TITLE or row["total"] > 2:
         return
     title = ""
-    client = app.extensions.get("llm")
+    client = llm.client_of(app)
     if client is not None:
         ask = [
             {"role": "system", "content": "Reply with a 3 to 6 word title for this conversation. No quotes."},

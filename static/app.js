@@ -283,7 +283,29 @@
 
   document.addEventListener("htmx:sseMessage", followStream);
 
-  document.addEventListener("htmx:sendError", function () {
-    showFlash("Could not reach the server. Check your connection and try again.", true);
+  // A `delta` event edits the open part of a streamed answer (chatapp/tail_delta.py):
+  // "+<depth> <html>" appends inside the element reached by walking `depth` times to the last
+  // child (0: after the last block); "= <html>" replaces the last block. The HTML is a piece of
+  // the server's sanitised render, balanced, inside the answer's hx-disable wrapper.
+  document.addEventListener("htmx:sseBeforeMessage", function (event) {
+    var holder = event.target;
+    if (!holder.dataset || !holder.dataset.tail || !event.detail || event.detail.type !== "delta") return;
+    event.preventDefault();  // nothing for htmx to swap
+    var data = event.detail.data, space = data.indexOf(" "), html = data.slice(space + 1);
+    var tail = document.getElementById(holder.dataset.tail);
+    var element = tail && tail.firstElementChild;  // the wrapper
+    if (data.charAt(0) === "=") {
+      var last = element && element.lastElementChild;
+      if (last) {
+        while (last.nextSibling) last.parentNode.removeChild(last.nextSibling);  // whitespace
+        last.outerHTML = html;
+      }
+    } else {
+      var depth = parseInt(data.slice(1, space), 10);
+      for (var i = 0; element && i < depth; i++) element = element.lastElementChild;
+      // Missing only if this page missed an event; the next whole tail puts it right.
+      if (element) element.insertAdjacentHTML("beforeend", html);
+    }
+    followStream();
   });
 })();

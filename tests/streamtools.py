@@ -43,7 +43,30 @@ def assemble(events) -> str:
             blocks = [str(soup)] if event.event == "reset" else blocks + [str(soup)]
         elif event.event == "tail":
             tail = event.data
+        elif event.event == "delta":
+            tail = apply_delta(tail, event.data)
     return text_of("".join(blocks) + tail)
+
+
+def apply_delta(tail: str, data: str) -> str:
+    """The tail HTML after a `delta` event, applied as static/app.js does."""
+    op, _, fragment = data.partition(" ")
+    soup = BeautifulSoup(tail, "html.parser")
+    element = soup.find()  # the block's wrapper
+    assert element is not None, f"a delta on an empty tail: {data!r}"
+    if op == "=":
+        last = element.find_all(recursive=False)[-1]
+        while last.next_sibling is not None:
+            last.next_sibling.extract()
+        last.replace_with(BeautifulSoup(fragment, "html.parser"))
+        return str(soup)
+    assert op.startswith("+"), f"unknown delta {data!r}"
+    for _ in range(int(op[1:])):
+        children = element.find_all(recursive=False)
+        assert children, f"a delta for depth {op} on a tail without it: {tail!r}"
+        element = children[-1]
+    element.append(BeautifulSoup(fragment, "html.parser"))
+    return str(soup)
 
 
 def page_text(events) -> str:

@@ -185,7 +185,7 @@ async def _read_answer(port: int, user: User, answer_id: str, marker: str | None
     done = None
     try:
         async for arrived, event in sse.events():
-            if event.event in ("reset", "block", "tail"):
+            if event.event in ("reset", "block", "tail", "delta"):
                 texts.append((arrived, event.event, event.data, event.id))
                 if first is None and marker is not None and marker in event.data:
                     first = arrived

@@ -259,7 +259,7 @@ async def relay_overhead(bench: Bench, user: User, chunks: int, repeats: int) ->
 
 
 def _delivered(texts: list[tuple[float, str, str, str]]) -> int:
-    """Distinct tokens the reader was shown: all blocks plus the last tail."""
+    """Distinct tokens the reader was shown: blocks and appended edits, plus the last tail."""
     seen: set[str] = set()
     last_tail = ""
     for _arrived, kind, data, _id in texts:
