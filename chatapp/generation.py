@@ -117,8 +117,12 @@ async def keep_leases(app: Quart) -> None:
     backs up the pub/sub nudge, which a reconnecting listener can miss.
     """
     seconds = app.config["CHATAPP_LEASE_SECONDS"]
-    while not app.shutdown_event.is_set():
-        await asyncio.sleep(max(0.2, seconds / 3))
+    while True:
+        try:
+            await asyncio.wait_for(app.shutdown_event.wait(), timeout=max(0.2, seconds / 3))
+            return  # shutting down: the running answers end as interrupted, leases lapse
+        except TimeoutError:
+            pass
         running = list(app.extensions["generations"].values())
         if running:
             await refresh_leases(app, running, seconds)
@@ -162,7 +166,7 @@ async def _run(app: Quart, running: Running) -> None:
     consume = None
     try:
         async with app.db.acquire() as conn:
-            answer, thread, history = await prompt.load_for_answer(conn, message_id)
+            thread, history = await prompt.load_for_answer(conn, message_id)
         model = thread.model or app.config["CHATAPP_DEFAULT_MODEL"]
         client = llm.client_of(app)
         if client is None:

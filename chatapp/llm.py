@@ -179,30 +179,37 @@ async def read_events(response: httpx2.Response) -> AsyncIterator[dict]:
     """The JSON objects of an OpenAI-style event stream, until `[DONE]`; errors raise like the SDK."""
     import openai
 
-    data: list[str] = []
+    data: list[bytes] = []
+    pending = b""
     try:
-        async for line in response.aiter_lines():
-            if line.startswith("data:"):
-                data.append(line[6:] if line.startswith("data: ") else line[5:])
-            elif not line and data:  # a blank line ends an event
-                payload, data = "\n".join(data), []
-                if payload.startswith("[DONE]"):
-                    return
-                chunk = _decode(payload, response.request)
-                if chunk is not None:
-                    yield chunk
-            # `event:`, `id:`, `retry:` and comments carry nothing for chat completions.
-        if data and not data[0].startswith("[DONE]"):  # the last event lacked its blank line
-            chunk = _decode("\n".join(data), response.request)
-            if chunk is not None:
-                yield chunk
+        # Bytes split here rather than httpx's text and line decoders: two layers less per token.
+        async for chunk in response.aiter_bytes():
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                if line.startswith(b"data:"):
+                    data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+                elif not line.strip(b"\r") and data:  # a blank line ends an event
+                    payload, data = b"\n".join(data).rstrip(b"\r"), []
+                    if payload.startswith(b"[DONE]"):
+                        return
+                    event = _decode(payload, response.request)
+                    if event is not None:
+                        yield event
+                # `event:`, `id:`, `retry:` and comments carry nothing for chat completions.
+        if pending.startswith(b"data:"):  # the last line lacked its newline
+            data.append(pending[6:] if pending.startswith(b"data: ") else pending[5:])
+        if data and not data[0].startswith(b"[DONE]"):  # the last event lacked its blank line
+            event = _decode(b"\n".join(data).rstrip(b"\r"), response.request)
+            if event is not None:
+                yield event
     except httpx2.TimeoutException as exc:
         raise openai.APITimeoutError(request=response.request) from exc
     except httpx2.TransportError as exc:
         raise openai.APIConnectionError(request=response.request) from exc
 
 
-def _decode(payload: str, request: httpx2.Request) -> dict | None:
+def _decode(payload: bytes, request: httpx2.Request) -> dict | None:
     """One event's JSON; an `error` object raises openai.APIError as the SDK would."""
     import openai
 

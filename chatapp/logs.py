@@ -83,6 +83,10 @@ def configure(log_format: str) -> None:
     With format `text` and logging already configured by the host (pytest, an embedding
     program), the host's set-up is left alone.
     """
+    # The HTTP clients log every request at INFO: one line per model call and S3 request, on
+    # the path to the first token. Their warnings still show.
+    for noisy in ("httpx2", "httpcore2", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     root = logging.getLogger()
     formatter: logging.Formatter = JsonFormatter() if log_format == "json" else TextFormatter()
     ours = [h for h in root.handlers if getattr(h, "chatapp", False)]

@@ -5,7 +5,7 @@ from quart import (Blueprint, abort, current_app, g, redirect, render_template, 
                    url_for)
 
 from .. import chat, generation, relay, sse
-from ..models import messages, threads
+from ..models import exchange, messages, threads
 from ..ownership import own_message, own_thread
 from ..sessions import login_required
 from ..templating import is_htmx, page
@@ -39,14 +39,11 @@ async def send(thread_id: str):
     content = chat.check_content(form.get("content", ""))
     await chat.check_rate_limits(g.user.id)
     async with current_app.db.acquire() as conn:
-        async with conn.transaction():
-            # Locked, and checked again under the lock: the archiver may have run meanwhile.
-            locked = await conn.fetchrow(
-                "SELECT current_leaf_id, archived_at FROM threads WHERE id = $1 FOR UPDATE", thread.id)
-            if locked["archived_at"] is not None:
-                abort(409, archived)
-            user_message, answer = await chat.start_exchange(conn, thread, content,
-                                                             parent_id=locked["current_leaf_id"])
+        # One statement: the thread is locked and checked again, the archiver may have run meanwhile.
+        stored = await exchange.send(conn, thread.id, content, thread.model)
+    if stored is None:
+        abort(409, archived)
+    user_message, answer = stored
     generation.spawn(current_app, answer.id)
     return await _exchange_reply(thread, [user_message, answer])
 

@@ -1,0 +1,44 @@
+"""A send in one round trip: lock the thread, store the question and its answer, move the leaf.
+
+This is the statement between pressing Send and the model call, so it is one SQL statement
+(data-modifying CTEs, atomic on its own) instead of a transaction of six round trips. The
+thread row is locked and must not be archived: the archiver may run at the same moment.
+"""
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from ..ids import uuid7
+from .messages import COLUMNS, Message
+
+_SEND_SQL = f"""
+WITH locked AS (
+    SELECT id, current_leaf_id FROM threads WHERE id = $1 AND archived_at IS NULL FOR UPDATE
+), question AS (
+    INSERT INTO messages (id, thread_id, parent_id, role, content, status)
+    SELECT $2, id, current_leaf_id, 'user', $4, 'complete' FROM locked
+    RETURNING {COLUMNS}
+), answer AS (
+    INSERT INTO messages (id, thread_id, parent_id, role, content, status, model)
+    SELECT $3, thread_id, id, 'assistant', '', 'streaming', $5 FROM question
+    RETURNING {COLUMNS}
+), leaf AS (
+    UPDATE threads SET current_leaf_id = $3, updated_at = now()
+    WHERE id = (SELECT thread_id FROM answer)
+)
+SELECT 0 AS position, * FROM question UNION ALL SELECT 1, * FROM answer ORDER BY position
+"""
+
+
+async def send(conn: asyncpg.Connection, thread_id: uuid.UUID, content: str,
+               model: str | None) -> tuple[Message, Message] | None:
+    """Append a question and its streaming answer to the current branch; None if archived."""
+    question_id = uuid7()
+    answer_id = uuid7()
+    rows = await conn.fetch(_SEND_SQL, thread_id, question_id, answer_id, content, model)
+    if len(rows) != 2:
+        return None
+    question, answer = ({k: v for k, v in row.items() if k != "position"} for row in rows)
+    return Message(**question), Message(**answer)
