@@ -100,11 +100,16 @@ class CpuMeter:
         wall = time.monotonic() - self.wall0
         return 100.0 * (times.user + times.system - self.cpu0) / max(wall, 1e-9)
 
+    def seconds(self) -> float:
+        """CPU seconds (user + system) used since start()."""
+        times = self.proc.cpu_times()
+        return times.user + times.system - self.cpu0
+
 
 class Bench:
     """The running pieces of one benchmark run and how to reach them."""
 
-    def __init__(self, quick: bool, worker_class: str = "asyncio") -> None:
+    def __init__(self, quick: bool, worker_class: str = "uvloop") -> None:
         self.quick = quick
         self.worker_class = worker_class
         self.tmp = Path(tempfile.mkdtemp(prefix="chatapp-bench-", dir="/tmp"))

@@ -77,15 +77,20 @@ async def new_thread(user: User) -> str:
 async def ttft_one_user(bench: Bench, user: User, samples: int, repeats: int) -> dict:
     """added_ttft_p50_ms: app and direct exchanges interleaved, one at a time."""
     client = direct_client(bench)
-    added, app_p50, direct_p50, post_p50, xadd_p50 = [], [], [], [], []
+    added, app_p50, direct_p50, post_p50, xadd_p50, cpu_ms = [], [], [], [], [], []
     for _ in range(repeats):
         thread_id = await new_thread(user)
         await app_exchange(bench, user, thread_id, TTFT_REPLY)  # warm-up (title, connections)
         await direct_exchange(client, TTFT_REPLY)
         app, direct, parts = [], [], {}
+        cpu = 0.0
         for _ in range(samples):
+            meter = CpuMeter(bench.worker_pid).start()
             app.append(await app_exchange(bench, user, thread_id, TTFT_REPLY, parts))
+            await asyncio.sleep(0.2)  # the answer's end (final UPDATE, title) is the worker's work too
+            cpu += meter.seconds()
             direct.append(await direct_exchange(client, TTFT_REPLY))
+        cpu_ms.append(1000 * cpu / samples)
         app_p50.append(statistics.median(app))
         direct_p50.append(statistics.median(direct))
         added.append(app_p50[-1] - direct_p50[-1])
@@ -94,7 +99,8 @@ async def ttft_one_user(bench: Bench, user: User, samples: int, repeats: int) ->
     await client.close()
     return {"added_ttft_p50_ms": statistics.median(added), "ttft_post_reply_p50_ms": statistics.median(post_p50),
             "ttft_first_token_in_redis_p50_ms": statistics.median(xadd_p50),
-            "ttft_p50_ms_app": statistics.median(app_p50), "ttft_p50_ms_direct": statistics.median(direct_p50)}
+            "ttft_p50_ms_app": statistics.median(app_p50), "ttft_p50_ms_direct": statistics.median(direct_p50),
+            "ttft_worker_cpu_ms_per_exchange": statistics.median(cpu_ms)}
 
 
 async def _threads(bench: Bench, users: list[User]) -> list[str]:

@@ -161,8 +161,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="write the numbers to this file")
     parser.add_argument("--profile", type=Path, help="record py-spy profiles of the worker per group here")
     parser.add_argument("--only", nargs="+", choices=GROUPS, help="run only these groups")
-    parser.add_argument("--worker-class", default="asyncio", choices=["asyncio", "uvloop"],
-                        help="Hypercorn worker class (production uses asyncio)")
+    parser.add_argument("--worker-class", default="uvloop", choices=["asyncio", "uvloop"],
+                        help="Hypercorn worker class (production, deploy/hypercorn.toml, uses uvloop)")
     args = parser.parse_args()
     if args.profile and not bench_profile.available():
         parser.error("--profile needs py-spy (pip install py-spy)")
