@@ -9,18 +9,10 @@ from markupsafe import Markup
 from quart import abort, current_app
 from werkzeug.exceptions import TooManyRequests
 
-from . import llm, ratelimit, render
+from . import articles, chains, llm, ratelimit, render
+from .articles import BranchItem
 from .models import app_settings, messages, threads
 from .models.messages import Message
-
-
-@dataclass
-class BranchItem:
-    """A message of the visible branch with its rendered body."""
-
-    message: Message
-    html: Markup
-
 
 THREAD_LIST_LIMIT = 50
 
@@ -123,7 +115,7 @@ async def start_answer(conn: asyncpg.Connection, thread: threads.Thread, parent_
 
 
 def fragment_key(message_id: uuid.UUID) -> str:
-    """Redis key of a finished message's rendered HTML."""
+    """Redis key of a message's cached HTML (its body and, once a page showed it, its article)."""
     return current_app.redis.key("frag", render.RENDERER_VERSION, message_id)
 
 
@@ -131,7 +123,8 @@ async def render_messages(items: list[Message]) -> list[BranchItem]:
     """Rendered bodies: cached HTML via one MGET, misses rendered and stored."""
     finished = [m for m in items if m.role == "assistant" and not m.streaming]
     cached = await current_app.redis.get_fragments([fragment_key(m.id) for m in finished])
-    by_id = {m.id: value.decode() for m, value in zip(finished, cached) if value is not None}
+    entries = {m.id: articles.parse(value) for m, value in zip(finished, cached) if value is not None}
+    by_id = {mid: entry.body for mid, entry in entries.items() if entry is not None}
     misses: dict[str, str] = {}
     result = []
     for message in items:
@@ -143,7 +136,7 @@ async def render_messages(items: list[Message]) -> list[BranchItem]:
             html = by_id[message.id]
         else:
             html = render.render_markdown(message.content)
-            misses[fragment_key(message.id)] = html
+            misses[fragment_key(message.id)] = articles.pack("", html)
         result.append(BranchItem(message, Markup(html)))
     await current_app.redis.set_fragments(misses)
     return result
@@ -160,6 +153,7 @@ class BranchWindow:
     earlier: int  # messages of the branch before the first shown one
     first_id: uuid.UUID | None
     following: int  # messages of the branch after the last shown one (a page loaded by `before`)
+    html: Markup = Markup("")  # the shown messages' articles, with this session's CSRF token
 
     def next_size(self) -> int:
         """The ?n= that shows one more page (the link that works without JavaScript)."""
@@ -169,13 +163,26 @@ class BranchWindow:
 async def load_branch(thread: threads.Thread, last: int | None = None,
                       before: uuid.UUID | None = None) -> BranchWindow:
     """The visible branch, rendered: the `last` messages (all when None), ending before `before`."""
+    part = await _branch_part(thread, last, before)
+    shown = part.messages
+    items, html = await articles.render_articles(shown, fragment_key)
+    return BranchWindow(items, part.upto - len(shown), shown[0].id if shown else None,
+                        part.total - part.upto, html)
+
+
+async def _branch_part(thread: threads.Thread, last: int | None, before: uuid.UUID | None) -> messages.BranchSlice:
+    """The shown messages: by id when this process knows the branch, else by walking it."""
+    leaf = thread.current_leaf_id
+    known = current_app.extensions.setdefault("branch_chains", chains.Chains())
+    chain = known.get(leaf) if leaf is not None else None
     async with current_app.db.acquire() as conn:
-        branch = await messages.select_branch(conn, thread.id, thread.current_leaf_id)
-    total = len(branch)
-    if before is not None:
-        ids = [m.id for m in branch]
-        branch = branch[:ids.index(before)] if before in ids else []
-    shown = branch[-last:] if last else branch
-    earlier = len(branch) - len(shown)
-    return BranchWindow(await render_messages(shown), earlier, shown[0].id if shown else None,
-                        total - len(branch))
+        if chain is not None:
+            ids, total, upto = chains.window(chain, last, before)
+            shown = await messages.select_shown(conn, thread.id, ids)
+            if len(shown) == len(ids):
+                return messages.BranchSlice(shown, total, upto, chain)
+            known.forget(leaf)  # a message is gone: walk the branch as it is now
+        part = await messages.select_branch_window(conn, thread.id, leaf, last, before)
+    if leaf is not None:
+        known.put(leaf, part.chain)
+    return part

@@ -26,7 +26,7 @@ from pygments.token import STANDARD_TYPES, Text
 from pygments.util import ClassNotFound
 
 # Part of the rendered-fragment cache key: bump whenever the HTML produced changes.
-RENDERER_VERSION = "2"  # 2: code blocks are keyboard-focusable (tabindex)
+RENDERER_VERSION = "3"  # 2: code blocks are keyboard-focusable (tabindex); 3: entries hold the article too
 
 _CLASS_PREFIX = "hl-"  # token classes stay clear of app.css names such as `.err`
 _LIGHT_STYLE = "default"

@@ -114,6 +114,73 @@ async def select_branch(conn: asyncpg.Connection, thread_id: uuid.UUID, leaf_id:
     return [_message(row) for row in rows]
 
 
+@dataclass
+class BranchSlice:
+    """The part of the visible branch a page shows, and how long the branch is around it."""
+
+    messages: list[Message]  # root first
+    total: int  # messages of the whole branch
+    upto: int  # messages of the branch before `before` (the whole branch without it)
+    chain: bytes = b""  # every id of the branch, root first, 16 bytes each
+
+
+async def select_branch_window(conn: asyncpg.Connection, thread_id: uuid.UUID, leaf_id: uuid.UUID | None,
+                               last: int | None, before: uuid.UUID | None = None) -> BranchSlice:
+    """The newest `last` messages of the branch (all when None) that come before `before`.
+
+    Only ids are walked up the whole branch; columns and siblings are read for the shown
+    messages alone, so a 1,000-message thread costs what its 50 shown messages cost.
+    An unknown `before` gives an empty slice.
+    """
+    if leaf_id is None:
+        return BranchSlice([], 0, 0)
+    rows = await conn.fetch(
+        f"""WITH RECURSIVE walk AS (
+                SELECT id, parent_id, 0 AS depth FROM messages WHERE id = $1 AND thread_id = $2
+                UNION ALL
+                SELECT p.id, p.parent_id, w.depth + 1 FROM messages p JOIN walk w ON p.id = w.parent_id
+            ),
+            cut AS (SELECT CASE WHEN $3::uuid IS NULL THEN -1
+                                ELSE (SELECT depth FROM walk WHERE id = $3) END AS depth),
+            counts AS (SELECT count(*) AS total,
+                              count(*) FILTER (WHERE w.depth > cut.depth) AS upto
+                       FROM walk w, cut),
+            shown AS (SELECT w.id, w.depth FROM walk w, cut WHERE w.depth > cut.depth
+                      ORDER BY w.depth LIMIT $4)
+            SELECT counts.total, counts.upto,
+                   (SELECT string_agg(uuid_send(id), ''::bytea ORDER BY depth DESC) FROM walk) AS chain, b.*
+            FROM counts LEFT JOIN LATERAL (
+                SELECT {', '.join('m.' + c.strip() for c in COLUMNS.split(','))},
+                       {_siblings("m")} AS sibling_ids, shown.depth
+                FROM shown JOIN messages m ON m.id = shown.id
+            ) b ON true
+            ORDER BY b.depth DESC""",
+        leaf_id, thread_id, before, last,
+    )
+    if not rows:
+        return BranchSlice([], 0, 0)
+    total, upto, chain = rows[0]["total"], rows[0]["upto"], rows[0]["chain"] or b""
+    shown = []
+    for row in rows:
+        if row["id"] is not None:  # the LEFT JOIN's one empty row when nothing is shown
+            data = dict(row)
+            for extra in ("total", "upto", "depth", "chain"):
+                del data[extra]
+            shown.append(_message(data))
+    return BranchSlice(shown, total, upto, chain)
+
+
+async def select_shown(conn: asyncpg.Connection, thread_id: uuid.UUID, ids: list[uuid.UUID]) -> list[Message]:
+    """Messages of a thread by id with their siblings, in the order of `ids` (missing ones left out)."""
+    rows = await conn.fetch(
+        f"""SELECT {', '.join('m.' + c.strip() for c in COLUMNS.split(','))}, {_siblings("m")} AS sibling_ids
+            FROM unnest($2::uuid[]) WITH ORDINALITY AS shown(id, n) JOIN messages m ON m.id = shown.id
+            WHERE m.thread_id = $1 ORDER BY shown.n""",
+        thread_id, ids,
+    )
+    return [_message(row) for row in rows]
+
+
 async def select_newest_leaf(conn: asyncpg.Connection, message_id: uuid.UUID) -> uuid.UUID:
     """Follow the newest child down from a message to a leaf (for switching branches)."""
     return await conn.fetchval(

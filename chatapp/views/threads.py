@@ -1,6 +1,8 @@
 """Threads: the chat home, creating, opening, renaming and deleting conversations."""
 from __future__ import annotations
 
+import asyncio
+
 from quart import Blueprint, abort, current_app, g, redirect, request, url_for
 
 from .. import chat, generation, thread_tools, usersettings
@@ -65,12 +67,15 @@ async def show(thread_id: str):
 
         return await archived_page(thread)
     # Without JavaScript, "Load earlier messages" asks for a bigger window with ?n=.
-    window = await chat.load_branch(thread, last=_window_size(request.args.get("n")))
-    models = await chat.available_models()
+    last = _window_size(request.args.get("n"))
+    # Independent reads on their own pool connections: the page waits for the slowest one
+    # instead of the sum of ~8 round trips.
+    window, sidebar, tools, models = await asyncio.gather(
+        chat.load_branch(thread, last=last), chat.sidebar_threads(),
+        thread_tools.load(g.user.id, thread), chat.available_models())
     return await page(
-        "thread.html", block="main", threads=await chat.sidebar_threads(), thread=thread,
-        branch=window.items, window=window, models=models,
-        tools=await thread_tools.load(g.user.id, thread),
+        "thread.html", block="main", threads=sidebar, thread=thread,
+        branch=window.items, window=window, models=models, tools=tools,
         streaming=any(item.message.streaming for item in window.items),
     )
 
