@@ -70,7 +70,8 @@ async def load_session() -> Session:
     store = current_app.redis
     key = _session_key(sid)
     missing = object()
-    raw = await store.guarded(lambda: store.fast.hgetall(key), default=missing)
+    ttl = _ttl("logged-in")
+    raw = await store.guarded(lambda: _read_and_slide(store.fast, key, ttl), default=missing)
     if raw is missing:  # Redis unreachable: the signed copy in the cookie may stand in
         now = time.time()
         if stamp is not None and session_fallback.usable(stamp, now):
@@ -88,12 +89,32 @@ async def load_session() -> Session:
         epoch=int(data.get("epoch", "0") or 0),
     )
     if session.user_id:
-        # Sliding expiry: each visit pushes the end of a logged-in session forward.
-        await store.guarded(lambda: store.fast.expire(key, _ttl(session.user_id)))
         # Keep the cookie's signed copy recent, so it can stand in during a Redis outage.
         if session_fallback.needs_refresh(stamp, time.time()) or (stamp and stamp.csrf != session.csrf):
             session.fresh = True
     return session
+
+
+# Read a session and, when it is a logged-in one, push its end forward (sliding expiry): one
+# round trip on every request instead of HGETALL then EXPIRE.
+_READ_AND_SLIDE = """
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  if fields[i] == 'user_id' and fields[i + 1] ~= '' then
+    redis.call('EXPIRE', KEYS[1], ARGV[1])
+  end
+end
+return fields
+"""
+
+
+async def _read_and_slide(redis, key: str, ttl: int) -> dict[bytes, bytes]:
+    """The session hash (empty when gone), its expiry renewed if a user is logged in."""
+    script = current_app.extensions.get("session_script")
+    if script is None or script.registered_client is not redis:
+        script = current_app.extensions["session_script"] = redis.register_script(_READ_AND_SLIDE)
+    flat = await script(keys=[key], args=[ttl])
+    return dict(zip(flat[::2], flat[1::2]))
 
 
 def _ttl(user_id: str | None) -> int:

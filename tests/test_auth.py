@@ -143,3 +143,25 @@ async def test_untrusted_forwarded_headers_are_ignored(app, client):
     page = await client.get("/signup", headers={"X-Forwarded-Proto": "https"})
     assert "Strict-Transport-Security" not in page.headers
     assert page.headers["Set-Cookie"].startswith("chatapp_session=")
+
+
+async def _session_keys(app) -> list[bytes]:
+    redis = app.redis.fast
+    return [key async for key in redis.scan_iter(match=app.redis.key("sess", "*"))]
+
+
+async def test_each_visit_pushes_a_logged_in_session_forward_but_not_an_anonymous_one(app, actions):
+    redis = app.redis.fast
+    await actions.client.get("/login")  # an anonymous session (for the form's CSRF token)
+    (anonymous,) = await _session_keys(app)
+    anonymous_ttl = await redis.ttl(anonymous)
+    await redis.expire(anonymous, 100)
+    await actions.client.get("/login")
+    assert await redis.ttl(anonymous) <= 100 < anonymous_ttl  # not extended
+    await actions.signup()
+    await redis.delete(anonymous)
+    (logged_in,) = await _session_keys(app)
+    await redis.expire(logged_in, 100)
+    assert (await actions.client.get("/")).status_code == 200
+    days = app.config["CHATAPP_SESSION_DAYS"]
+    assert await redis.ttl(logged_in) > days * 86400 - 60
