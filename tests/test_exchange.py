@@ -25,3 +25,17 @@ async def test_send_to_an_archived_thread_stores_nothing(user, db):
     assert await exchange.send(db, thread_id, "too late", None) is None
     assert await db.fetchval("SELECT count(*) FROM messages WHERE thread_id = $1", thread_id) == 0
     assert await db.fetchval("SELECT current_leaf_id FROM threads WHERE id = $1", thread_id) is None
+
+
+async def test_send_returns_sibling_ids_like_a_fresh_read(user, db):
+    from chatapp.models import messages
+
+    thread_id = uuid.UUID(await user.new_thread())
+    user_id = await db.fetchval("SELECT user_id FROM threads WHERE id = $1", thread_id)
+    question, answer = await exchange.send(db, thread_id, "first", None)
+    # Back to the question: the next send hangs beside the first answer (two children of it).
+    await db.execute("UPDATE threads SET current_leaf_id = $2 WHERE id = $1", thread_id, question.id)
+    beside, its_answer = await exchange.send(db, thread_id, "beside the answer", None)
+    assert beside.sibling_ids == [answer.id, beside.id]  # the snapshot's sibling plus itself
+    for sent in (beside, its_answer):
+        assert sent.sibling_ids == (await messages.select_message(db, user_id, sent.id)).sibling_ids

@@ -28,17 +28,30 @@ WITH locked AS (
     UPDATE threads SET current_leaf_id = $3, updated_at = now()
     WHERE id = (SELECT thread_id FROM answer)
 )
-SELECT 0 AS position, * FROM question UNION ALL SELECT 1, * FROM answer ORDER BY position
+SELECT 0 AS position, q.*,
+       -- The statement's snapshot does not hold the new rows: the question joins its siblings.
+       (CASE WHEN q.parent_id IS NULL
+             THEN ARRAY(SELECT s.id FROM messages s WHERE s.thread_id = q.thread_id
+                        AND s.parent_id IS NULL ORDER BY s.created_at, s.id)
+             ELSE ARRAY(SELECT s.id FROM messages s WHERE s.parent_id = q.parent_id
+                        ORDER BY s.created_at, s.id) END) || q.id AS sibling_ids
+FROM question q
+UNION ALL SELECT 1, a.*, ARRAY[a.id] FROM answer a
+ORDER BY position
 """
 
 
 async def send(conn: asyncpg.Connection, thread_id: uuid.UUID, content: str,
                model: str | None) -> tuple[Message, Message] | None:
-    """Append a question and its streaming answer to the current branch; None if archived."""
+    """Append a question and its streaming answer to the current branch; None if archived.
+
+    Both come back with their sibling ids (for "< 2/2 >"), so the reply needs no second read.
+    """
     question_id = uuid7()
     answer_id = uuid7()
     rows = await conn.fetch(_SEND_SQL, thread_id, question_id, answer_id, content, model)
     if len(rows) != 2:
         return None
     question, answer = ({k: v for k, v in row.items() if k != "position"} for row in rows)
+    question["sibling_ids"], answer["sibling_ids"] = list(question["sibling_ids"]), list(answer["sibling_ids"])
     return Message(**question), Message(**answer)

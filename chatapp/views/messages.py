@@ -13,16 +13,20 @@ from ..templating import is_htmx, page
 bp = Blueprint("messages", __name__)
 
 
-async def _exchange_reply(thread: threads.Thread, shown: list[messages.Message]):
-    """htmx: the new message fragments (the answer's placeholder opens the stream); else the page."""
+async def _exchange_reply(thread: threads.Thread, shown: list[messages.Message], reload: bool = True):
+    """htmx: the new message fragments (the answer's placeholder opens the stream); else the page.
+
+    `reload=False` when the messages already carry their sibling ids.
+    """
     if not is_htmx():
         return redirect(url_for("threads.show", thread_id=thread.id), 303)
-    async with current_app.db.acquire() as conn:  # reloaded for their siblings ("< 2/2 >")
-        reloaded = [await messages.select_message(conn, g.user.id, m.id) for m in shown]
-    for message, fresh in zip(shown, reloaded):
-        # Only the siblings: a fast answer may already be final, yet the reply must still hold
-        # its placeholder (the HTTP contract); its stream then sends the final fragment at once.
-        message.sibling_ids = fresh.sibling_ids if fresh is not None else message.sibling_ids
+    if reload:
+        async with current_app.db.acquire() as conn:  # reloaded for their siblings ("< 2/2 >")
+            reloaded = [await messages.select_message(conn, g.user.id, m.id) for m in shown]
+        for message, fresh in zip(shown, reloaded):
+            # Only the siblings: a fast answer may already be final, yet the reply must still hold
+            # its placeholder (the HTTP contract); its stream then sends the final fragment at once.
+            message.sibling_ids = fresh.sibling_ids if fresh is not None else message.sibling_ids
     items = await chat.render_messages(shown)
     return await page("_exchange.html", items=items, thread=thread)  # with Vary: HX-Request
 
@@ -45,7 +49,7 @@ async def send(thread_id: str):
         abort(409, archived)
     user_message, answer = stored
     generation.spawn(current_app, answer.id)
-    return await _exchange_reply(thread, [user_message, answer])
+    return await _exchange_reply(thread, [user_message, answer], reload=False)
 
 
 @bp.get("/messages/<message_id>/stream")
