@@ -39,20 +39,17 @@ def check_content(content: str) -> str:
     return content
 
 
-async def require_streaming() -> None:
-    """Abort 503 before anything is stored when Redis, which carries every answer, is unreachable."""
-    store = current_app.redis
-    if not await store.guarded(store.fast.ping, default=False):
-        abort(503, "Answers cannot be streamed right now because the cache server is unreachable. "
-                   "Your message was not sent; try again in a moment.")
+STREAMING_DOWN = ("Answers cannot be streamed right now because the cache server is unreachable. "
+                  "Your message was not sent; try again in a moment.")
 
 
 async def check_rate_limits(user_id: uuid.UUID) -> None:
     """Abort 503 without Redis, 429 when the user sends too fast or runs too many answers.
 
-    Called by every route that starts an answer, before the message is stored or the model called.
+    Called by every route that starts an answer, before the message is stored or the model
+    called. The per-minute count doubles as the check that Redis, which carries every answer,
+    is reachable (one round trip for both).
     """
-    await require_streaming()
     runtime = await app_settings.effective(current_app)
     concurrent = int(runtime["CHATAPP_MAX_CONCURRENT_GENERATIONS"])
     async with current_app.db.acquire() as conn:
@@ -60,7 +57,10 @@ async def check_rate_limits(user_id: uuid.UUID) -> None:
     if running >= concurrent:
         _too_many(f"You already have {running} answers in progress. Wait for one to finish or stop it.", 5)
     per_minute = int(runtime["CHATAPP_RATE_LIMIT_PER_MINUTE"])
-    allowed, retry_after = await ratelimit.hit("send", str(user_id), per_minute, 60)
+    counted = await ratelimit.count("send", str(user_id), per_minute, 60)
+    if counted is None:
+        abort(503, STREAMING_DOWN)
+    allowed, retry_after = counted
     if not allowed:
         _too_many(f"You can send {per_minute} messages a minute. Try again in {retry_after} s.", retry_after)
 

@@ -12,6 +12,12 @@ async def hit(name: str, subject: str, limit: int, window_seconds: int) -> tuple
     Fails open when Redis is unreachable (or its circuit breaker is open): a dead cache must
     not lock everyone out, and a hung one must not stall the request.
     """
+    counted = await count(name, subject, limit, window_seconds)
+    return (True, 0) if counted is None else counted
+
+
+async def count(name: str, subject: str, limit: int, window_seconds: int) -> tuple[bool, int] | None:
+    """Like `hit`, but None when Redis is unreachable (for callers that need Redis anyway)."""
     store = current_app.redis
     window = int(time.time() // window_seconds)
     key = store.key("rl", name, subject, window)
@@ -23,11 +29,11 @@ async def hit(name: str, subject: str, limit: int, window_seconds: int) -> tuple
             counted, _ = await pipe.execute()
         return counted
 
-    count = await store.guarded(count_one)
-    if count is None:
-        return True, 0
+    counted = await store.guarded(count_one)
+    if counted is None:
+        return None
     retry_after = window_seconds - int(time.time() % window_seconds)
-    return count <= limit, retry_after
+    return counted <= limit, retry_after
 
 
 async def peek(name: str, subject: str, window_seconds: int) -> int:
