@@ -52,7 +52,7 @@ async def events(app: Quart, message_id: uuid.UUID, final_message: FinalMessage,
         try:
             while not done:
                 try:
-                    batch = await asyncio.wait_for(reader.inbox.get(), timeout=heartbeat)
+                    batch = await reader.take(heartbeat)
                 except TimeoutError:
                     yield sse.encode_comment("keep-alive")
                     continue
@@ -78,7 +78,7 @@ async def wait_done(app: Quart, message_id: uuid.UUID, timeout: float) -> bool:
             if left <= 0:
                 return False
             try:
-                batch = await asyncio.wait_for(reader.inbox.get(), timeout=left)
+                batch = await reader.take(left)
             except TimeoutError:
                 return False
             if batch is None:

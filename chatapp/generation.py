@@ -17,12 +17,35 @@ from quart import Quart
 from redis.exceptions import RedisError
 
 from . import llm, metrics, prompt, titles
+from .stream_writer import StreamWriter
 from .models import messages
 
 log = logging.getLogger(__name__)
 
-COALESCE_SECONDS = 0.016  # deltas closer than one frame (60 Hz) share one stream entry
 STREAM_TTL_SECONDS = 3600  # finished streams linger for readers that reconnect late
+
+
+class StopSignal:
+    """Asks a running answer to stop by cancelling its task; the answer then ends `stopped`.
+
+    A cancel rather than a task watching an Event: one task less per running answer.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.task: asyncio.Task | None = None  # None once the answer is being recorded
+
+    def set(self) -> None:
+        """Request the stop (idempotent)."""
+        if self.requested:
+            return
+        self.requested = True
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+
+    def is_set(self) -> bool:
+        """True once a stop was requested."""
+        return self.requested
 
 
 @dataclass
@@ -30,7 +53,7 @@ class Running:
     """One generation running in this process."""
 
     message_id: uuid.UUID
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    stop: StopSignal = field(default_factory=StopSignal)
     text: list[str] = field(default_factory=list)
     spawned_at: float = field(default_factory=time.monotonic)  # the send was acknowledged
     first_token_at: float | None = None
@@ -68,47 +91,6 @@ async def request_stop(app: Quart, message_id: uuid.UUID) -> None:
         local.stop.set()
 
 
-class _StreamWriter:
-    """Appends deltas to the Redis Stream, coalescing bursts; Redis trouble never stops the answer."""
-
-    def __init__(self, app: Quart, message_id: uuid.UUID) -> None:
-        self.app, self.key = app, stream_key(app, message_id)
-        self.pending: list[str] = []
-        self.ready = asyncio.Event()
-        self.closed = False
-        self.task = asyncio.create_task(self._loop())
-
-    def add(self, text: str) -> None:
-        self.pending.append(text)
-        self.ready.set()
-
-    async def _loop(self) -> None:
-        sent_at = 0.0
-        while True:
-            await self.ready.wait()
-            # A delta waits only when the previous entry went out less than a frame ago: chunks
-            # slower than the eye can see are never held back.
-            wait = sent_at + COALESCE_SECONDS - time.monotonic()
-            if wait > 0 and not self.closed:
-                await asyncio.sleep(wait)
-            self.ready.clear()
-            if self.pending:
-                sent_at = time.monotonic()
-                chunk, self.pending = "".join(self.pending), []
-                try:
-                    await self.app.redis.fast.xadd(self.key, {b"t": chunk.encode()})
-                except (RedisError, OSError) as exc:
-                    log.warning("could not append to %s: %s", self.key, exc)
-            if self.closed and not self.pending:
-                return
-
-    async def close(self) -> None:
-        """Flush what is pending and stop."""
-        self.closed = True
-        self.ready.set()
-        await self.task
-
-
 async def keep_leases(app: Quart) -> None:
     """One task per instance: refresh every running answer's lease, notice stop flags set anywhere.
 
@@ -144,12 +126,7 @@ async def refresh_leases(app: Quart, running: list[Running], seconds: float) -> 
             item.stop.set()
 
 
-async def _consume(stream: llm.ReplyStream, running: Running, writer: _StreamWriter) -> None:
-    async for delta in stream:
-        if running.first_token_at is None:
-            running.first_token_at = time.monotonic()
-        running.text.append(delta)
-        writer.add(delta)
+_first_leases: set[asyncio.Task] = set()
 
 
 async def _run(app: Quart, running: Running) -> None:
@@ -157,14 +134,19 @@ async def _run(app: Quart, running: Running) -> None:
     started = time.monotonic()
     message_id = running.message_id
     outcome: dict = {"status": "error", "error": "The answer could not be generated."}
-    writer = _StreamWriter(app, message_id)
+    writer = StreamWriter(app.redis.fast, stream_key(app, message_id))
     # The instance's refresher keeps the lease from now on; the first one is set here so the
-    # reaper never sees a fresh answer without one.
-    lease = asyncio.create_task(refresh_leases(app, [running], app.config["CHATAPP_LEASE_SECONDS"]))
+    # reaper never sees a fresh answer without one (held in a set, not for the answer's life).
+    first_lease = asyncio.create_task(refresh_leases(app, [running], app.config["CHATAPP_LEASE_SECONDS"]))
+    _first_leases.add(first_lease)
+    first_lease.add_done_callback(_first_leases.discard)
+    del first_lease
     stream = None
     model = None
-    consume = None
+    running.stop.task = asyncio.current_task()
     try:
+        if running.stop.is_set():
+            raise asyncio.CancelledError  # stopped before it started
         async with app.db.acquire() as conn:
             thread, history = await prompt.load_for_answer(conn, message_id)
         model = thread.model or app.config["CHATAPP_DEFAULT_MODEL"]
@@ -175,41 +157,32 @@ async def _run(app: Quart, running: Running) -> None:
         budget = app.config["CHATAPP_CONTEXT_TOKENS"]
         stream = llm.stream_reply(app, client, prompt.build(thread, history, budget), model,
                                   prompt.sampling_params(thread))
-        consume = asyncio.create_task(_consume(stream, running, writer))
-        stopper = asyncio.create_task(running.stop.wait())
-        await asyncio.wait({consume, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        if not consume.done():
-            consume.cancel()  # closes the upstream response so the provider stops too
-            await asyncio.gather(consume, return_exceptions=True)
+        async for delta in stream:  # a cancel closes the upstream response: the provider stops too
+            if running.first_token_at is None:
+                running.first_token_at = time.monotonic()
+            running.text.append(delta)
+            writer.add(delta)
+        if stream.finish_reason is None:
+            # A stream that ends without finish_reason was cut off: never call it complete.
+            outcome = {"status": "interrupted", "error": "The model server ended the answer early."}
+        else:
+            outcome = {"status": "complete", "finish_reason": stream.finish_reason}
+    except asyncio.CancelledError:
+        if running.stop.is_set():
+            asyncio.current_task().uncancel()  # the stop is handled: recording may await again
             outcome = {"status": "stopped"}
         else:
-            error = consume.exception()
-            if error is not None:
-                log.info("answer %s failed: %r", message_id, error)
-                status = "interrupted" if running.text else "error"
-                outcome = {"status": status, "error": llm.describe_error(error)}
-            elif stream.finish_reason is None:
-                # A stream that ends without finish_reason was cut off: never call it complete.
-                outcome = {"status": "interrupted", "error": "The model server ended the answer early."}
-            else:
-                outcome = {"status": "complete", "finish_reason": stream.finish_reason}
-    except asyncio.CancelledError:
-        # Shutdown (SIGTERM) cancels background tasks: keep the partial text as interrupted.
-        outcome = {"status": "interrupted", "error": "The server restarted while answering."}
-    except Exception as exc:  # the database or something unexpected: record it, never hang
-        log.exception("generation %s crashed", message_id)
+            # Shutdown (SIGTERM) cancels background tasks: keep the partial text as interrupted.
+            outcome = {"status": "interrupted", "error": "The server restarted while answering."}
+    except Exception as exc:  # the model, the database or something unexpected: record it
+        log.info("answer %s failed: %r", message_id, exc, exc_info=not llm.is_model_error(exc))
         outcome = {"status": "interrupted" if running.text else "error", "error": llm.describe_error(exc)}
     finally:
-        if not lease.done():
-            lease.cancel()
-        if consume is not None and not consume.done():
-            consume.cancel()
-            await asyncio.gather(consume, return_exceptions=True)
+        running.stop.task = None  # a late stop must not cancel the recording below
         await _finish(app, running, writer, stream, model, outcome, started)
 
 
-async def _finish(app: Quart, running: Running, writer: _StreamWriter, stream, model, outcome, started) -> None:
+async def _finish(app: Quart, running: Running, writer: StreamWriter, stream, model, outcome, started) -> None:
     """Persist the final state (one UPDATE), then tell readers with a `done` entry."""
     message_id = running.message_id
     text = "".join(running.text)

@@ -31,11 +31,33 @@ def _id_tuple(entry_id: bytes | str) -> tuple[int, int]:
 
 @dataclass(eq=False)
 class Reader:
-    """One stream reader's position and inbox."""
+    """One stream reader's position and the batches handed to it (None: the hub is closing).
+
+    A list and a future rather than an asyncio.Queue: a thousand idle readers hold a
+    thousand of these, and a Queue carries three deques and an Event.
+    """
 
     key: bytes
     last_id: bytes
-    inbox: asyncio.Queue = field(default_factory=asyncio.Queue)
+    pending: list = field(default_factory=list)
+    waiter: asyncio.Future | None = None
+
+    def deliver(self, batch: list[Entry] | None) -> None:
+        """Hand over a batch of entries (or None at shutdown)."""
+        self.pending.append(batch)
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def take(self, timeout: float) -> list[Entry] | None:
+        """The next batch; raises TimeoutError when none comes within `timeout` seconds."""
+        async with asyncio.timeout(timeout):
+            while not self.pending:
+                self.waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self.waiter
+                finally:
+                    self.waiter = None
+        return self.pending.pop(0)
 
 
 class StreamHub:
@@ -102,7 +124,7 @@ class StreamHub:
             shutdown.cancel()
             for readers in self.readers.values():
                 for reader in readers:
-                    reader.inbox.put_nowait(None)  # tell readers to end (shutdown)
+                    reader.deliver(None)  # tell readers to end (shutdown)
 
     def _dispatch(self, result: list) -> None:
         for key, entries in result:
@@ -113,7 +135,7 @@ class StreamHub:
                 fresh = [e for e in entries if _id_tuple(e[0]) > _id_tuple(reader.last_id)]
                 if fresh:
                     reader.last_id = fresh[-1][0]
-                    reader.inbox.put_nowait(fresh)
+                    reader.deliver(fresh)
 
 
 def get_hub(app: Quart) -> StreamHub:

@@ -93,6 +93,13 @@ def estimate_tokens(text: str) -> int:
     return max(1, (len(text) + 3) // 4) if text else 0
 
 
+def is_model_error(exc: BaseException) -> bool:
+    """True for a failure of the model call (not worth a traceback in the log)."""
+    import openai
+
+    return isinstance(exc, (openai.APIError, json.JSONDecodeError))
+
+
 def describe_error(exc: BaseException) -> str:
     """A short, user-facing description of a model failure."""
     import openai

@@ -175,7 +175,7 @@ class Relay:
                 if pending:
                     wait = max(0.0, self.tail_sent_at + TAIL_INTERVAL_SECONDS - time.monotonic())
                 try:
-                    entries = await asyncio.wait_for(reader.inbox.get(), timeout=wait)
+                    entries = await reader.take(wait)
                 except TimeoutError:
                     if pending:
                         owed = self._catch_up([], self.renderer.update("".join(self.text))[1], throttled=False)
