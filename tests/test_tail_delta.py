@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import re
+import warnings
 
 import pytest
 from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning
@@ -22,7 +23,8 @@ from chatapp.tail_delta import ShownTail, append_delta, balanced, last_element_s
 from streamtools import apply_delta
 from xss_corpus import CONTEXTS, in_context, payloads, problems
 
-pytestmark = pytest.mark.filterwarnings(f"ignore::{MarkupResemblesLocatorWarning.__module__}.MarkupResemblesLocatorWarning")
+# Fragments like " more" look like file names to BeautifulSoup; they are HTML here.
+warnings.filterwarnings("ignore", category=MarkupResemblesLocatorWarning)
 
 ANSWERS = [
     "## Plan\n\nFirst we *read* the file, then **write** it.\n\n- one\n- two with `code`\n- three\n\n"
