@@ -2,8 +2,9 @@
 
 Events: `reset` (all completed blocks, replacing what the page shows; sent first when the
 reader brings no Last-Event-ID), `block` (newly completed Markdown blocks, appended), `delta`
-(HTML appended inside the open last block, sent at once: see tail_delta.py), `tail` (the open
-last block, replaced whole when a delta cannot express the change; throttled), `title`
+(an edit of the open part: an append, sent at once, or a replacement of the last block,
+throttled; see tail_delta.py), `tail` (the open block, replaced whole when no edit can express
+the change, and after a reconnect), `title`
 (out-of-band swap of the thread list entry), `done` (the final message fragment). Event ids
 are Redis Stream entry ids, so a reader that reconnects with Last-Event-ID gets exactly what it
 missed; `delta` events carry no id (a reader that reconnects gets the whole tail again).
