@@ -56,6 +56,7 @@ class Running:
     stop: StopSignal = field(default_factory=StopSignal)
     text: list[str] = field(default_factory=list)
     spawned_at: float = field(default_factory=time.monotonic)  # the send was acknowledged
+    preloaded: tuple | None = None  # (thread, turns) from the send's own statement
     first_token_at: float | None = None
 
 
@@ -74,9 +75,12 @@ def stop_key(app: Quart, message_id: uuid.UUID | str) -> str:
     return app.redis.key("stop", message_id)
 
 
-def spawn(app: Quart, message_id: uuid.UUID) -> None:
-    """Start generating an answer in the background (never inside the request)."""
-    running = Running(message_id)
+def spawn(app: Quart, message_id: uuid.UUID, preloaded: tuple | None = None) -> None:
+    """Start generating an answer in the background (never inside the request).
+
+    `preloaded` is (thread, turns before the answer) when the caller already holds them.
+    """
+    running = Running(message_id, preloaded=preloaded)
     app.extensions["generations"][message_id] = running
     app.add_background_task(_run, app, running)
 
@@ -147,8 +151,11 @@ async def _run(app: Quart, running: Running) -> None:
     try:
         if running.stop.is_set():
             raise asyncio.CancelledError  # stopped before it started
-        async with app.db.acquire() as conn:
-            thread, history = await prompt.load_for_answer(conn, message_id)
+        if running.preloaded is not None:
+            (thread, history), running.preloaded = running.preloaded, None
+        else:
+            async with app.db.acquire() as conn:
+                thread, history = await prompt.load_for_answer(conn, message_id)
         model = thread.model or app.config["CHATAPP_DEFAULT_MODEL"]
         client = llm.client_of(app)
         if client is None:

@@ -7,6 +7,7 @@ thread row is locked and must not be archived: the archiver may run at the same 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -14,8 +15,16 @@ from ..ids import uuid7
 from .messages import COLUMNS, Message
 
 _SEND_SQL = f"""
-WITH locked AS (
+WITH RECURSIVE locked AS (
     SELECT id, current_leaf_id FROM threads WHERE id = $1 AND archived_at IS NULL FOR UPDATE
+), chain AS (  -- the branch the question extends, for the prompt: no second read before the model call
+    SELECT m.id, m.parent_id, m.role, m.content, m.status, 0 AS depth
+    FROM messages m JOIN locked l ON m.id = l.current_leaf_id
+    UNION ALL
+    SELECT m.id, m.parent_id, m.role, m.content, m.status, c.depth + 1
+    FROM messages m JOIN chain c ON m.id = c.parent_id
+), earlier AS (
+    SELECT role, content, status FROM chain ORDER BY depth DESC
 ), question AS (
     INSERT INTO messages (id, thread_id, parent_id, role, content, status)
     SELECT $2, id, current_leaf_id, 'user', $4, 'complete' FROM locked
@@ -34,24 +43,40 @@ SELECT 0 AS position, q.*,
              THEN ARRAY(SELECT s.id FROM messages s WHERE s.thread_id = q.thread_id
                         AND s.parent_id IS NULL ORDER BY s.created_at, s.id)
              ELSE ARRAY(SELECT s.id FROM messages s WHERE s.parent_id = q.parent_id
-                        ORDER BY s.created_at, s.id) END) || q.id AS sibling_ids
+                        ORDER BY s.created_at, s.id) END) || q.id AS sibling_ids,
+       ARRAY(SELECT role FROM earlier) AS turn_roles,
+       ARRAY(SELECT content FROM earlier) AS turn_contents,
+       ARRAY(SELECT status FROM earlier) AS turn_statuses
 FROM question q
-UNION ALL SELECT 1, a.*, ARRAY[a.id] FROM answer a
+UNION ALL SELECT 1, a.*, ARRAY[a.id], NULL::text[], NULL::text[], NULL::text[] FROM answer a
 ORDER BY position
 """
+_EXTRA = ("position", "turn_roles", "turn_contents", "turn_statuses")
 
 
-async def send(conn: asyncpg.Connection, thread_id: uuid.UUID, content: str,
-               model: str | None) -> tuple[Message, Message] | None:
+@dataclass
+class Sent:
+    """A stored exchange: the question, its streaming answer, and the branch up to the question."""
+
+    question: Message
+    answer: Message
+    turns: list[tuple[str, str, str]]  # (role, content, status) of each message, root first
+
+
+async def send(conn: asyncpg.Connection, thread_id: uuid.UUID, content: str, model: str | None) -> Sent | None:
     """Append a question and its streaming answer to the current branch; None if archived.
 
-    Both come back with their sibling ids (for "< 2/2 >"), so the reply needs no second read.
+    Both come back with their sibling ids (for "< 2/2 >"), so the reply needs no second read,
+    and with the branch the prompt is built from, so the model call needs none either.
     """
     question_id = uuid7()
     answer_id = uuid7()
     rows = await conn.fetch(_SEND_SQL, thread_id, question_id, answer_id, content, model)
     if len(rows) != 2:
         return None
-    question, answer = ({k: v for k, v in row.items() if k != "position"} for row in rows)
+    first = rows[0]
+    question, answer = ({k: v for k, v in row.items() if k not in _EXTRA} for row in rows)
     question["sibling_ids"], answer["sibling_ids"] = list(question["sibling_ids"]), list(answer["sibling_ids"])
-    return Message(**question), Message(**answer)
+    turns = list(zip(first["turn_roles"], first["turn_contents"], first["turn_statuses"]))
+    turns.append(("user", content, "complete"))
+    return Sent(Message(**question), Message(**answer), turns)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from quart import (Blueprint, abort, current_app, g, redirect, render_template, request, stream_with_context,
                    url_for)
 
-from .. import chat, generation, relay, sse
+from .. import chat, generation, prompt, relay, sse
 from ..models import exchange, messages, threads
 from ..ownership import own_message, own_thread
 from ..sessions import login_required
@@ -47,9 +47,9 @@ async def send(thread_id: str):
         stored = await exchange.send(conn, thread.id, content, thread.model)
     if stored is None:
         abort(409, archived)
-    user_message, answer = stored
-    generation.spawn(current_app, answer.id)
-    return await _exchange_reply(thread, [user_message, answer], reload=False)
+    # The thread and branch as stored: the answer starts without reading them again.
+    generation.spawn(current_app, stored.answer.id, preloaded=(thread, [prompt.Turn(*t) for t in stored.turns]))
+    return await _exchange_reply(thread, [stored.question, stored.answer], reload=False)
 
 
 @bp.get("/messages/<message_id>/stream")
