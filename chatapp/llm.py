@@ -184,8 +184,6 @@ class ReplyStream:
 
 async def read_events(response: httpx2.Response) -> AsyncIterator[dict]:
     """The JSON objects of an OpenAI-style event stream, until `[DONE]`; errors raise like the SDK."""
-    import openai
-
     data: list[bytes] = []
     pending = b""
     try:
@@ -211,15 +209,17 @@ async def read_events(response: httpx2.Response) -> AsyncIterator[dict]:
             if event is not None:
                 yield event
     except httpx2.TimeoutException as exc:
+        import openai
+
         raise openai.APITimeoutError(request=response.request) from exc
     except httpx2.TransportError as exc:
+        import openai
+
         raise openai.APIConnectionError(request=response.request) from exc
 
 
 def _decode(payload: bytes, request: httpx2.Request) -> dict | None:
     """One event's JSON; an `error` object raises openai.APIError as the SDK would."""
-    import openai
-
     chunk = json.loads(payload)
     if not isinstance(chunk, dict):
         return None
@@ -228,6 +228,8 @@ def _decode(payload: bytes, request: httpx2.Request) -> dict | None:
         message = error.get("message") if isinstance(error, dict) else None
         if not isinstance(message, str) or not message:
             message = "An error occurred during streaming"
+        import openai  # only on this error path: _decode runs for every chunk
+
         raise openai.APIError(message, request, body=error)
     return chunk
 

@@ -257,6 +257,16 @@ async def test_stop_keeps_the_partial_answer(api, db, model_server):
     assert user_stop.status_code == 400
 
 
+async def test_send_to_an_archived_thread_answers_409_and_stores_nothing(api, db):
+    import uuid
+
+    thread = await (await api.post("/api/v1/threads", {"title": "Old"})).get_json()
+    await db.execute("UPDATE threads SET archived_at = now() WHERE id = $1", uuid.UUID(thread["id"]))
+    response = await api.post(f"/api/v1/threads/{thread['id']}/messages", {"content": "hello?", "stream": True})
+    assert response.status_code == 409
+    assert await db.fetchval("SELECT count(*) FROM messages WHERE thread_id = $1", uuid.UUID(thread["id"])) == 0
+
+
 # ---- search ----------------------------------------------------------------------------------
 
 async def test_search_finds_own_messages_and_hostile_queries_are_harmless(api, db):

@@ -55,6 +55,11 @@ def highlight(snippet: str) -> Markup:
     return Markup("".join(out))
 
 
+def with_markers(snippet: str, start: str, stop: str) -> str:
+    """The snippet as plain text, its matches between `start` and `stop` (the JSON API's form)."""
+    return snippet.replace(START, start).replace(STOP, stop)
+
+
 def _split_markers(text: str) -> list[str]:
     parts, current = [], []
     for char in text:
@@ -71,9 +76,13 @@ def _split_markers(text: str) -> list[str]:
 
 
 async def search_messages(
-    conn: asyncpg.Connection, user_id: uuid.UUID, query: str, *, limit: int = 50, offset: int = 0
+    conn: asyncpg.Connection, user_id: uuid.UUID, query: str, *, limit: int = 50, offset: int = 0,
+    branches: bool = True,
 ) -> list[Hit]:
     """The user's messages matching a web-search style query, best first.
+
+    With `branches=False` every hit keeps `on_branch=True` and no branch is walked (the API
+    does not report versions).
 
     websearch_to_tsquery never fails on user input (quotes, OR, -word, stray symbols). The inner
     query ranks and limits; ts_headline runs only on the rows returned, on text stripped of our
@@ -95,7 +104,7 @@ async def search_messages(
         user_id, query, limit, offset, HEADLINE_OPTIONS, START + STOP,
     )
     hits = [Hit(**row) for row in rows]
-    if hits:
+    if hits and branches:
         visible = await _on_current_branches(conn, user_id, hits)
         for hit in hits:
             hit.on_branch = hit.message_id in visible

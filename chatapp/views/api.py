@@ -1,7 +1,7 @@
 """The JSON API (/api/v1): threads, messages, search. Bearer tokens only; same rules as the browser.
 
 Each view reuses the browser's service functions (chat.check_content, check_rate_limits,
-start_exchange, generation.spawn), so the API stores a message before calling the model,
+exchange.send, generation.spawn), so the API stores a message before calling the model,
 applies the same rate limits (429) and the same ownership rule (404, also for malformed ids).
 """
 from __future__ import annotations
@@ -15,12 +15,13 @@ from quart import Blueprint, abort, current_app, g, request, stream_with_context
 from quart_schema import RequestSchemaValidationError, validate_querystring, validate_request, validate_response
 from werkzeug.exceptions import BadRequest
 
-from .. import apistream, chat, errors, generation, relay, sse, usersettings
+from .. import apistream, chat, errors, generation, prompt, relay, sse, usersettings
 from ..apiauth import api_view, authenticate
 from ..apischema import (Exchange, MessageCreate, MessageList, MessageOut, SearchQuery, SearchResults,
                          ThreadCreate, ThreadDetail, ThreadListQuery, ThreadOut, ThreadPage, ThreadPatch)
 from ..ids import parse_id
-from ..models import api_queries, messages, threads
+from ..models import api_queries, exchange, messages, threads
+from ..models import search as message_search
 from ..ownership import own_message, own_thread
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -206,19 +207,21 @@ async def send_message(thread_id: str, data: MessageCreate):
     content = chat.check_content(data.content)
     await chat.check_rate_limits(g.user.id)
     async with current_app.db.acquire() as conn:
-        async with conn.transaction():
-            leaf = await conn.fetchval("SELECT current_leaf_id FROM threads WHERE id = $1 FOR UPDATE", thread.id)
-            user_message, answer = await chat.start_exchange(conn, thread, content, parent_id=leaf)
-    generation.spawn(current_app, answer.id)  # after the commit: the message is stored first
+        stored = await exchange.send(conn, thread.id, content, thread.model)
+    if stored is None:
+        abort(409, "This conversation is archived. Restore it to continue it.")
+    user_message, answer = stored.question, stored.answer
+    # After the statement: the message is stored first; the answer gets the branch it stored.
+    generation.spawn(current_app, answer.id, preloaded=(thread, [prompt.Turn(*t) for t in stored.turns]))
     status = 201
     if not data.stream:
         finished = await apistream.wait_done(current_app, answer.id, current_app.config["CHATAPP_API_WAIT_SECONDS"])
         async with current_app.db.acquire() as conn:
             answer = await messages.select_message(conn, g.user.id, answer.id) or answer
         status = 200 if finished and not answer.streaming else 202
-    exchange = Exchange(user_message=_message_out(user_message), answer=_message_out(answer),
-                        stream_url=_stream_url(answer.id))
-    return exchange, status, {"Location": f"{bp.url_prefix}/messages/{answer.id}"}
+    reply = Exchange(user_message=_message_out(user_message), answer=_message_out(answer),
+                     stream_url=_stream_url(answer.id))
+    return reply, status, {"Location": f"{bp.url_prefix}/messages/{answer.id}"}
 
 
 @bp.get("/messages/<message_id>")
@@ -281,5 +284,9 @@ async def stop_message(message_id: str):
 async def search(query_args: SearchQuery) -> SearchResults:
     """Full-text search over your own messages."""
     async with current_app.db.acquire() as conn:
-        hits = await api_queries.search_messages(conn, g.user.id, query_args.q, query_args.limit)
-    return SearchResults(results=[hit.__dict__ for hit in hits])
+        hits = await message_search.search_messages(conn, g.user.id, query_args.q, limit=query_args.limit,
+                                                    branches=False)
+    return SearchResults(results=[
+        {"message_id": h.message_id, "thread_id": h.thread_id, "thread_title": h.thread_title, "role": h.role,
+         "snippet": message_search.with_markers(h.snippet, "[[", "]]"), "created_at": h.created_at}
+        for h in hits])

@@ -5,8 +5,8 @@ import asyncio
 
 from quart import Blueprint, abort, current_app, g, redirect, request, url_for
 
-from .. import chat, generation, thread_tools, usersettings
-from ..models import threads
+from .. import chat, generation, prompt, thread_tools, usersettings
+from ..models import exchange, threads
 from ..ids import parse_id
 from ..ownership import own_thread
 from ..sessions import login_required
@@ -46,14 +46,15 @@ async def create():
     if content.strip():
         chat.check_content(content)
         await chat.check_rate_limits(g.user.id)
-    answer = None
+    stored = None
     async with current_app.db.acquire() as conn:
         async with conn.transaction():
             thread = await threads.insert_thread(conn, g.user.id, model=model, system_prompt=system_prompt)
             if content.strip():
-                _, answer = await chat.start_exchange(conn, thread, content, parent_id=None)
-    if answer is not None:  # only after the commit: the message is stored before the model is called
-        generation.spawn(current_app, answer.id)
+                stored = await exchange.send(conn, thread.id, content, thread.model)
+    if stored is not None:  # only after the commit: the message is stored before the model is called
+        generation.spawn(current_app, stored.answer.id,
+                         preloaded=(thread, [prompt.Turn(*t) for t in stored.turns]))
     return _go(url_for("threads.show", thread_id=thread.id))
 
 
